@@ -147,20 +147,23 @@ def _describe_foreign(state: Mapping[str, torch.Tensor]) -> str:
 
 
 def weights_from_original(state: Mapping[str, torch.Tensor], source: str, prefer_ema: bool = False) -> Weights:
-    parts = keymaps.split_original(state, prefer_ema=prefer_ema)
     required = (
-        ("unet", "input_blocks.0.0.weight", "UNet (model.diffusion_model.*)"),
-        ("vae", "encoder.conv_in.weight", "VAE (first_stage_model.*)"),
-        ("encoder", "mapper.resblocks.0.attn.c_qkv.weight", "exemplar mapper (cond_stage_model.mapper.*)"),
-        ("encoder", "learnable_vector", "learned unconditional vector (learnable_vector)"),
+        ("model.diffusion_model.", "UNet (model.diffusion_model.*)"),
+        ("first_stage_model.", "VAE (first_stage_model.*)"),
+        ("cond_stage_model.mapper.", "exemplar mapper (cond_stage_model.mapper.*)"),
+        ("learnable_vector", "learned unconditional vector (learnable_vector)"),
     )
-    missing = [what for part, probe, what in required if probe not in parts[part]]
+    missing = [what for prefix, what in required if not any(k.startswith(prefix) for k in state)]
     if missing:
         raise CheckpointError(
             f"{source}: not a Paint by Example model: {_describe_foreign(state)}. Missing: "
             f"{'; '.join(missing)}. Expected the released Paint-by-Example model.ckpt, a "
             f"single-file .safetensors converted from it, or its diffusers folder."
         )
+    try:
+        parts = keymaps.split_original(state, prefer_ema=prefer_ema)
+    except ValueError as error:
+        raise CheckpointError(f"{source}: {error}") from None
     return Weights(parts["unet"], parts["vae"], parts["encoder"], "original")
 
 
@@ -313,10 +316,17 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def _cast(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> StateDict:
-    return {
-        key: (value.to(dtype) if dtype is not None and value.is_floating_point() else value).contiguous()
-        for key, value in state.items()
-    }
+    """Tensors ready for writing: cast, contiguous, and owning their memory (safetensors refuses
+    views that share it, such as q, k, v split from one fused weight)."""
+    ready = {}
+    for key, value in state.items():
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        value = value.contiguous()
+        if value.untyped_storage().nbytes() != value.numel() * value.element_size():
+            value = value.clone()
+        ready[key] = value
+    return ready
 
 
 def save_single_file(weights: Weights, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
