@@ -414,6 +414,7 @@ def save_diffusers(weights: Weights, folder: str | os.PathLike, dtype: torch.dty
             "beta_schedule": "scaled_linear",
             "num_train_timesteps": 1000,
             "skip_prk_steps": True,
+            "clip_sample": False,
             "set_alpha_to_one": False,
             "steps_offset": 1,
         },

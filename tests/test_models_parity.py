@@ -94,3 +94,15 @@ def test_class_token_is_what_reaches_the_mapper(tiny):
     pooled = tiny.encoder.transformer(pixel_values=pixels).pooler_output
     expected = tiny.encoder.proj_out(tiny.encoder.final_ln(tiny.encoder.mapper(pooled[:, None])))
     assert torch.equal(tiny.encoder(pixels), expected)
+
+
+@torch.no_grad()
+def test_unet_matches_diffusers_on_sizes_not_multiple_of_the_depth(tiny, reference):
+    """Latents of 5x7 (e.g. a 40x56 crop): upsampling follows the skip connection's size."""
+    generator = torch.Generator().manual_seed(5)
+    latent = torch.randn(1, 9, 5, 7, generator=generator)
+    context = torch.randn(1, 1, 32, generator=generator)
+    timesteps = torch.tensor([500.0])
+    ours = tiny.unet(latent, timesteps, context)
+    theirs = reference["unet"](latent, timesteps, encoder_hidden_states=context).sample
+    assert max_diff(ours, theirs) < TOLERANCE
