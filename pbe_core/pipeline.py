@@ -248,4 +248,4 @@ class PaintByExample:
         should_stop() -> True raises Interrupted. An empty mask returns the input with a warning.
         """
         result = self.run(image, mask, exemplar, **options)
-        return [prepare._to_pil(picture) for picture in result.images]
+        return [prepare.to_pil(picture) for picture in result.images]

@@ -48,6 +48,8 @@ def _to_unit_float(data: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     uint8: 0..255; uint16: 0..65535; bool: 0/1; other integers: 0/1 if max <= 1, else 0..255;
     floats: 0..1 if max <= 1 + 1/255 (clamped), else 0..255. Anything else is refused.
     """
+    if 0 in data.shape:
+        raise ValueError(f"{name} is empty (shape {tuple(data.shape)})")
     if isinstance(data, np.ndarray):
         if data.dtype.kind not in "biuf":
             raise TypeError(f"{name}: numpy dtype {data.dtype} is not numeric")
@@ -60,11 +62,7 @@ def _to_unit_float(data: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
         return data.float() / 255
     if data.dtype == torch.uint16:
         return data.to(torch.int32).float() / 65535
-    if data.is_complex():
-        raise TypeError(f"{name}: complex tensors are not images")
     values = data.float()
-    if values.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(data.shape)})")
     if not torch.isfinite(values).all():
         raise ValueError(f"{name} contains NaN or infinite values; fix the producer of {name}")
     low, high = values.min().item(), values.max().item()
@@ -120,18 +118,12 @@ def image_to_tensor(
             try:
                 data = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
             except (ValueError, OSError) as error:
-                raise ValueError(
-                    f"{name}: PIL mode {image.mode!r} cannot be read as RGB"
-                ) from error
+                raise ValueError(f"{name}: PIL mode {image.mode} is not readable") from error
     elif isinstance(image, (np.ndarray, torch.Tensor)):
         data = image
     else:
-        raise TypeError(
-            f"{name} must be a PIL image, numpy array or torch tensor; got {type(image)}"
-        )
+        raise TypeError(f"{name} must be a PIL image, numpy array or tensor; got {type(image)}")
     pixels = _to_bchw(_to_unit_float(data, name), name, channels_last)
-    if pixels.shape[-1] == 0 or pixels.shape[-2] == 0 or pixels.shape[0] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(pixels.shape)})")
     if pixels.shape[1] not in _CHANNELS:
         raise ValueError(f"{name} has {pixels.shape[1]} channels; expected 1, 3 or 4")
     rgb = pixels[:, :3] if pixels.shape[1] != 1 else pixels.expand(-1, 3, -1, -1)
@@ -174,9 +166,7 @@ def mask_to_tensor(mask: ImageInput, name: str = "mask") -> torch.Tensor:
     elif isinstance(mask, (np.ndarray, torch.Tensor)):
         data = mask
     else:
-        raise TypeError(
-            f"{name} must be a PIL image, numpy array or torch tensor; got {type(mask)}"
-        )
+        raise TypeError(f"{name} must be a PIL image, numpy array or tensor; got {type(mask)}")
     values = _to_unit_float(data, name)
     if values.ndim == 2:
         values = values[None, None]
@@ -194,9 +184,7 @@ def _stack(batch: list[torch.Tensor], name: str) -> torch.Tensor:
     if not batch:
         raise ValueError(f"{name} is an empty list")
     if len({tuple(t.shape[1:]) for t in batch}) > 1:
-        raise ValueError(
-            f"{name}: the pictures in the list differ in size; resize them to one size"
-        )
+        raise ValueError(f"{name}: the pictures in the list differ in size; make them one size")
     return torch.cat(batch)
 
 
@@ -225,16 +213,10 @@ def fit_mask_to_image(
     (mask_h, mask_w), (image_h, image_w) = mask.shape[-2:], tuple(image_hw)
     if (mask_h, mask_w) == (image_h, image_w):
         return mask
+    sizes = f"{name} is {mask_w}x{mask_h} but the image is {image_w}x{image_h}"
     if abs((mask_w / mask_h) / (image_w / image_h) - 1) > 0.01:
-        raise ValueError(
-            f"{name} is {mask_w}x{mask_h} but the image is {image_w}x{image_h}: the aspect ratios "
-            "differ by more than 1%; crop or resize the mask to the image"
-        )
-    warnings.warn(
-        f"{name} is {mask_w}x{mask_h} but the image is {image_w}x{image_h}; resizing {name} "
-        "to the image (nearest)",
-        stacklevel=2,
-    )
+        raise ValueError(f"{sizes}: aspect ratios differ by over 1%; crop the mask to the image")
+    warnings.warn(f"{sizes}; resizing {name} to the image (nearest)", stacklevel=2)
     return F.interpolate(mask, size=(image_h, image_w), mode="nearest-exact")
 
 
@@ -284,7 +266,7 @@ def latent_keep_mask(
     raise ValueError(f"mode must be 'bilinear' or 'nearest'; got {mode!r}")
 
 
-def _to_pil(pixels: torch.Tensor) -> Image.Image:
+def to_pil(pixels: torch.Tensor) -> Image.Image:
     """(3, H, W) in [0, 1] -> 8-bit RGB PIL image (round to nearest)."""
     array = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
@@ -349,7 +331,7 @@ def prepare_exemplar(
             x0, y0, x1, y1 = box
             picture = picture * masks[index] + EXEMPLAR_GREY * (1 - masks[index])
             picture = picture[:, y0:y1, x0:x1]
-        fitted.append(np.asarray(_fit_exemplar(_to_pil(picture), size, mode)))
+        fitted.append(np.asarray(_fit_exemplar(to_pil(picture), size, mode)))
     batch = torch.from_numpy(np.stack(fitted)).permute(0, 3, 1, 2).float() / 255
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)

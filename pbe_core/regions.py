@@ -46,8 +46,9 @@ def mask_bbox(mask: torch.Tensor, threshold: float = 0.0) -> Box | None:
 
 def _max_filter(mask: torch.Tensor, radius: int, kernel: Kernel) -> torch.Tensor:
     """Grey-scale dilation by a flat square or disc; pixels outside the image are ignored."""
-    if kernel == "square":
-        return F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius)
+    if kernel == "square":  # separable: a row maximum, then a column maximum
+        rows = F.max_pool2d(mask, (1, 2 * radius + 1), stride=1, padding=(0, radius))
+        return F.max_pool2d(rows, (2 * radius + 1, 1), stride=1, padding=(radius, 0))
     if kernel != "round":
         raise ValueError(f"kernel must be 'square' or 'round'; got {kernel!r}")
     # A disc is a stack of row segments of half-width isqrt(r^2 - dy^2): widen a running

@@ -151,7 +151,7 @@ def test_bad_images_rejected():
         image_to_tensor(torch.rand(2, 5, 6, 7))
     with pytest.raises(ValueError, match="2 to 4 dimensions"):
         image_to_tensor(torch.rand(1, 1, 3, 4, 4))
-    with pytest.raises(TypeError, match="PIL image, numpy array or torch tensor"):
+    with pytest.raises(TypeError, match="PIL image, numpy array or tensor"):
         image_to_tensor("photo.png")
     with pytest.raises(ValueError, match="empty"):
         image_to_tensor(np.zeros((0, 4, 3), dtype=np.float32))

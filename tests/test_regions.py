@@ -161,6 +161,23 @@ def test_identity_edit_round_trips_inside_too(mask, seed, max_aspect):
     assert (result - image).abs().max() < 0.03
 
 
+@pytest.mark.parametrize("grow, feather", [(-2, 0), (-3, 2), (3, 4), (0, 5)])
+def test_stitch_blends_exactly_as_a_full_size_blend_would(grow, feather):
+    mask = torch.zeros(1, 1, 100, 100)
+    mask[..., 20:40, 10:60] = 1  # the box below cuts through the mask at x = 30
+    region = Region(30, 18, 62, 42, 32, 24, 100, 100)  # working size = box size: no resize
+    image, edited = torch.rand(1, 3, 100, 100), torch.rand(1, 3, 24, 32)
+    weight = feather_mask(grow_mask(mask, grow), feather)
+    box = (..., slice(18, 42), slice(30, 62))
+    expected = image.clone()
+    blend = image[box] * (1 - weight[box]) + edited * weight[box]
+    expected[box] = torch.where(weight[box] > 0, blend, image[box])
+    result = stitch(image, edited, mask, region, grow=grow, feather=feather)
+    assert torch.allclose(result, expected, atol=1e-6)
+    untouched = (weight == 0).expand_as(image)
+    assert torch.equal(result[untouched], image[untouched])
+
+
 def test_batches_broadcast_and_mismatches_are_named():
     mask = torch.zeros(1, 1, 40, 30)
     mask[..., 5:9, 5:9] = 1
