@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from PIL import Image
 
-from . import prepare, regions, sampling
+from . import conditioning, prepare, regions, sampling
 from .checkpoint import Models, load_models
 
 Compat = Literal["diffusers"] | None
@@ -102,26 +102,12 @@ class PaintByExample:
             for picture, picture_mask in zip(exemplars, masks, strict=True)
         ])
         embeddings = encoder(pixels.to(self.device))
-        if weights is None:
-            return embeddings
-        if len(weights) != embeddings.shape[0]:
-            raise ValueError(
-                f"exemplar_weights has {len(weights)} values for {embeddings.shape[0]} exemplars"
-            )
-        total = float(sum(weights))
-        if total <= 0:
-            raise ValueError(f"exemplar_weights must sum to more than 0; got {list(weights)}")
-        blend = torch.tensor(weights, dtype=embeddings.dtype, device=embeddings.device) / total
-        return (embeddings * blend[:, None, None]).sum(0, keepdim=True)
+        return embeddings if weights is None else conditioning.blend_embeddings(embeddings, weights)
 
     def _unconditional(self, batch: int, negative_exemplar, negative_weight: float, mode) -> torch.Tensor:
         learned = self.models.encoder.unconditional(batch)
-        if negative_exemplar is None:
-            return learned
-        if not 0.0 <= negative_weight <= 1.0:
-            raise ValueError(f"negative_weight must be within 0..1; got {negative_weight}")
-        negative = self.encode_exemplars(negative_exemplar, mode=mode)[:1].expand_as(learned)
-        return torch.lerp(learned, negative, negative_weight)
+        negative = None if negative_exemplar is None else self.encode_exemplars(negative_exemplar, mode=mode)[:1]
+        return conditioning.unconditional_context(learned, negative, negative_weight)
 
     @torch.inference_mode()
     def run(
