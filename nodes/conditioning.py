@@ -1,0 +1,89 @@
+"""The masked-image latent and edit mask Paint by Example's UNet takes, on the conditioning."""
+
+from __future__ import annotations
+
+import node_helpers
+import torch
+
+from ..pbe_core import prepare
+from .model import CATEGORY
+from .tensors import (
+    crop_to_multiple,
+    image_to_pixels,
+    mask_to_edit_mask,
+    pixels_to_image,
+    require_edit,
+)
+
+
+def inpaint_conditioning(positive, negative, vae, pixels: torch.Tensor, edit_mask: torch.Tensor):
+    """(B, 3, H, W) pixels and (B, 1, H, W) edit mask, H and W multiples of 8 -> positive and
+    negative carrying `concat_latent_image` (the source with the edit region grey, through the
+    VAE) and `concat_mask` (the edit mask at pixel size, which PaintByExampleModel binarises and
+    resizes to latent size bilinearly, unrounded, as trained), and an empty latent: sampling
+    starts from pure noise, as the reference does."""
+    # one latent per exemplar embedding too: ComfyUI would silently drop the extra ones
+    exemplars = torch.empty(max(embedding.shape[0] for embedding, _ in positive), 0)
+    pixels, edit_mask, _ = prepare.broadcast_batch(
+        pixels, edit_mask, exemplars, names=("image", "mask", "positive (exemplars)")
+    )
+    keep = prepare.edit_to_keep_mask(edit_mask)
+    masked = prepare.masked_image(prepare.to_model_range(pixels), keep)
+    masked_latent = vae.encode(pixels_to_image((masked + 1) / 2))
+    values = {"concat_latent_image": masked_latent, "concat_mask": edit_mask.contiguous()}
+    latent = {"samples": torch.zeros_like(masked_latent)}
+    return (
+        node_helpers.conditioning_set_values(positive, values),
+        node_helpers.conditioning_set_values(negative, values),
+        latent,
+    )
+
+
+class PaintByExampleInpaintConditioning:
+    DESCRIPTION = (
+        "Adds the source image (edit region greyed, through the VAE) and the edit mask to the "
+        "conditioning, for KSampler / KSamplerAdvanced with a Paint by Example model. Like "
+        "InpaintModelConditioning, but with the mask handling of the reference: the mask is "
+        "binarised at 0.5 in pixels and reaches the UNet resized bilinearly, not rounded."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
+    RETURN_NAMES = ("positive", "negative", "latent")
+    OUTPUT_TOOLTIPS = (
+        "The positive conditioning with the inpainting inputs attached.",
+        "The negative conditioning with the inpainting inputs attached.",
+        "An empty latent of the image's size: sampling starts from pure noise, as the model was "
+        "trained. Keep denoise at 1.0.",
+    )
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "positive": (
+                    "CONDITIONING",
+                    {"tooltip": "From 'Paint by Example Exemplar Encode'."},
+                ),
+                "negative": (
+                    "CONDITIONING",
+                    {"tooltip": "From 'Paint by Example Exemplar Encode'."},
+                ),
+                "vae": ("VAE", {"tooltip": "From 'Load Paint by Example Model'."}),
+                "image": (
+                    "IMAGE",
+                    {"tooltip": "The picture to edit (cropped to a multiple of 8 pixels)."},
+                ),
+                "mask": (
+                    "MASK",
+                    {"tooltip": "White = the region to replace with the exemplar's object."},
+                ),
+            }
+        }
+
+    def encode(self, positive, negative, vae, image, mask):
+        pixels = image_to_pixels(image)
+        edit_mask = mask_to_edit_mask(mask, pixels)
+        require_edit(edit_mask)
+        pixels, edit_mask = crop_to_multiple(pixels, edit_mask)
+        return inpaint_conditioning(positive, negative, vae, pixels, edit_mask)

@@ -1,0 +1,602 @@
+"""The ComfyUI node pack against a real ComfyUI, driven over its HTTP API.
+
+Finds ComfyUI through COMFYUI_DIR, or this repository sitting in `ComfyUI/custom_nodes/`, and
+runs it with COMFYUI_PYTHON (default: this python); skipped otherwise. The server starts once
+for the module, on the CPU, with `--base-directory` in a temporary folder that holds the pack
+(symlinks to this repository), tiny models and small input pictures, so ComfyUI's own tree is
+not touched. The API-format example workflows drive the runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from pbe_core.checkpoint import load_models
+from pbe_core.pipeline import PaintByExample
+from pbe_core.testing import tiny_weights, write_layout
+
+REPO = Path(__file__).resolve().parents[1]
+PACK_NAME = "comfyui-paint-by-example"
+PACK_PARTS = ("__init__.py", "nodes", "pbe_core", "web", "example_workflows")
+WORKFLOWS = REPO / "example_workflows"
+EXAMPLES = (
+    "paint_by_example_basic",
+    "paint_by_example_crop_stitch",
+    "paint_by_example_stock_ksampler",
+)
+OUR_NODES = (
+    "PaintByExampleModelLoader",
+    "PaintByExampleExemplarEncode",
+    "PaintByExampleInpaintConditioning",
+    "PaintByExampleEdit",
+    "PaintByExampleCrop",
+    "PaintByExampleStitch",
+    "PaintByExampleGrowMask",
+    "PaintByExampleMaskToBBox",
+)
+MODEL = "model.safetensors"
+START_TIMEOUT_S = 120
+RUN_TIMEOUT_S = 60
+PHOTO_EDIT = (slice(20, 44), slice(16, 40))  # rows, columns of the mask in the 64x64 photo
+LARGE_EDIT = (slice(50, 70), slice(100, 124))  # in the 160x120 photo
+FAST = {"steps": 2, "resolution": 64}  # tiny runs: the crop works at 64 px
+PHOTO = "2"  # the id of the photo's LoadImage in every example
+
+
+def find_comfyui() -> Path | None:
+    if os.environ.get("COMFYUI_DIR"):
+        return Path(os.environ["COMFYUI_DIR"])
+    if REPO.parent.name == "custom_nodes" and (REPO.parent.parent / "main.py").is_file():
+        return REPO.parent.parent
+    return None
+
+
+COMFYUI_DIR = find_comfyui()
+pytestmark = pytest.mark.skipif(
+    COMFYUI_DIR is None or not (COMFYUI_DIR / "main.py").is_file(),
+    reason="no ComfyUI: set COMFYUI_DIR to a ComfyUI folder (and COMFYUI_PYTHON to its python), "
+    "or put this pack in ComfyUI/custom_nodes/",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# The server and its folders
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def install_pack(base: Path) -> None:
+    """The pack as ComfyUI sees it, its parts linked to this repository."""
+    pack = base / "custom_nodes" / PACK_NAME
+    pack.mkdir(parents=True)
+    for part in PACK_PARTS:
+        (pack / part).symlink_to(REPO / part)
+
+
+def write_models(models: Path) -> None:
+    """The tiny model in every layout (the .ckpt under checkpoints/), and a foreign file."""
+    from safetensors.torch import save_file
+
+    weights = tiny_weights(0)
+    write_layout(weights, "safetensors", models / "paint_by_example")
+    write_layout(weights, "diffusers", models / "paint_by_example")
+    write_layout(weights, "ckpt", models / "checkpoints")
+    save_file(
+        {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)},
+        models / "paint_by_example" / "not_pbe.safetensors",
+    )
+
+
+def smooth_picture(height: int, width: int, seed: int) -> np.ndarray:
+    """A deterministic colourful (H, W, 3) uint8 picture with some structure."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC))
+
+
+def with_edit_alpha(rgb: np.ndarray, edit: tuple[slice, slice]) -> Image.Image:
+    """RGBA whose alpha is 0 on the edit region: ComfyUI's LoadImage makes that mask = 1."""
+    alpha = np.full(rgb.shape[:2], 255, np.uint8)
+    alpha[edit] = 0
+    return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+
+
+def write_inputs(inputs: Path) -> None:
+    inputs.mkdir(parents=True, exist_ok=True)
+    photo = smooth_picture(64, 64, 1)
+    with_edit_alpha(photo, PHOTO_EDIT).save(inputs / "pbe_photo.png")
+    with_edit_alpha(smooth_picture(120, 160, 2), LARGE_EDIT).save(inputs / "pbe_large_photo.png")
+    Image.fromarray(smooth_picture(48, 40, 3)).save(inputs / "pbe_exemplar.png")
+    object_mask = np.zeros((48, 40), np.uint8)
+    object_mask[8:40, 6:34] = 255
+    Image.fromarray(object_mask).save(inputs / "pbe_exemplar_mask.png")
+    Image.fromarray(photo).save(inputs / "pbe_no_mask.png")  # no alpha: an empty mask
+    wide = np.zeros((48, 64), np.uint8)
+    wide[10:30, 10:30] = 255
+    Image.fromarray(wide).save(inputs / "pbe_mask_64x48.png")
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    """(base url, base directory): ComfyUI running with the pack, stopped afterwards."""
+    base = tmp_path_factory.mktemp("comfyui-base")
+    for folder in ("custom_nodes", "input", "output", "temp", "user", "models"):
+        (base / folder).mkdir(exist_ok=True)
+    install_pack(base)
+    write_models(base / "models")
+    write_inputs(base / "input")
+    port = free_port()
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    log_path = base / "comfyui.log"
+    command = [
+        python,
+        "main.py",
+        "--cpu",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--base-directory",
+        str(base),
+        "--disable-auto-launch",
+    ]
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            command,
+            cwd=COMFYUI_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if server.poll() is not None:
+                pytest.fail(
+                    f"ComfyUI exited ({server.returncode}):\n{log_path.read_text()[-3000:]}"
+                )
+            try:
+                if requests.get(f"{url}/object_info/PaintByExampleEdit", timeout=2).json():
+                    break
+            except (requests.ConnectionError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"ComfyUI did not serve the pack in {START_TIMEOUT_S} s:\n"
+                    f"{log_path.read_text()[-3000:]}"
+                )
+            time.sleep(0.3)
+        yield url, base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# Workflows over HTTP
+
+
+def api_workflow(name: str, **overrides) -> dict:
+    """An API-format example with the tiny model, and every input named in overrides set (on
+    every node that has it)."""
+    workflow = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    overrides = {"ckpt_name": MODEL, **overrides}
+    for node in workflow.values():
+        for key, value in overrides.items():
+            if key in node["inputs"]:
+                node["inputs"][key] = value
+    return workflow
+
+
+def node_of(workflow: dict, class_type: str) -> dict:
+    return next(node for node in workflow.values() if node["class_type"] == class_type)
+
+
+def submit(url: str, workflow: dict) -> str:
+    response = requests.post(f"{url}/prompt", json={"prompt": workflow, "client_id": "pbe-tests"})
+    assert response.status_code == 200, response.text
+    return response.json()["prompt_id"]
+
+
+def wait(url: str, prompt_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        history = requests.get(f"{url}/history/{prompt_id}").json()
+        if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
+            return history[prompt_id]
+        time.sleep(0.1)
+    pytest.fail(f"prompt {prompt_id} did not finish in {timeout} s")
+
+
+def messages(entry: dict, event: str) -> list[dict]:
+    return [data for name, data in entry["status"]["messages"] if name == event]
+
+
+def run_entry(url: str, workflow: dict) -> dict:
+    """Run a workflow that must succeed; its history entry."""
+    entry = wait(url, submit(url, workflow))
+    errors = messages(entry, "execution_error")
+    assert entry["status"]["status_str"] == "success", (
+        errors[0]["exception_message"] if errors else entry
+    )
+    return entry
+
+
+def saved_images(url: str, entry: dict) -> list[np.ndarray]:
+    """The pictures a run saved to the output folder, as (H, W, 3) uint8."""
+    images = []
+    for output in entry["outputs"].values():
+        for image in output.get("images", []):
+            if image["type"] == "output":
+                response = requests.get(f"{url}/view", params=image)
+                assert response.status_code == 200
+                images.append(np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")))
+    return images
+
+
+def run(url: str, workflow: dict) -> np.ndarray:
+    """Run a workflow; the one image it saved."""
+    [image] = saved_images(url, run_entry(url, workflow))
+    return image
+
+
+def run_error(url: str, workflow: dict) -> dict:
+    """Run a workflow that must fail in a node; its execution_error message."""
+    entry = wait(url, submit(url, workflow))
+    assert entry["status"]["status_str"] == "error"
+    [error] = messages(entry, "execution_error")
+    return error
+
+
+def input_rgba(base: Path, name: str) -> np.ndarray:
+    return np.asarray(Image.open(base / "input" / name).convert("RGBA"))
+
+
+# ---------------------------------------------------------------------------------------------
+# UI format -> API format, as the front end converts (for checking the two twins agree)
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def ui_to_api(ui: dict, object_info: dict) -> dict:
+    links = {link[0]: link for link in ui["links"]}
+    api = {}
+    for node in ui["nodes"]:
+        if node["type"] not in object_info or node.get("mode", 0) != 0:
+            continue  # notes and other front-end-only nodes
+        definition = object_info[node["type"]]
+        specs = {
+            **definition["input"].get("required", {}),
+            **definition["input"].get("optional", {}),
+        }
+        order = definition["input_order"].get("required", []) + definition["input_order"].get(
+            "optional", []
+        )
+        linked = {
+            slot["name"]: [str(links[slot["link"]][1]), links[slot["link"]][2]]
+            for slot in node["inputs"]
+            if slot.get("link") is not None
+        }
+        values = iter(node["widgets_values"])
+        inputs = {}
+        for name in order:
+            spec = specs[name]
+            if name in linked:
+                inputs[name] = linked[name]
+            elif isinstance(spec[0], list) or spec[0] in WIDGET_TYPES:
+                inputs[name] = next(values)
+                options = spec[1] if len(spec) > 1 else {}
+                if spec[0] == "INT" and options.get("control_after_generate"):
+                    next(values)  # the "control after generate" widget
+                if options.get("image_upload"):
+                    next(values)  # the upload button's value
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return api
+
+
+# ---------------------------------------------------------------------------------------------
+# What ComfyUI shows
+
+
+def test_nodes_are_registered_with_tooltips_and_category(comfy):
+    url, _ = comfy
+    info = requests.get(f"{url}/object_info").json()
+    for name in OUR_NODES:
+        node = info[name]
+        assert node["category"] == "Paint by Example"
+        assert node["python_module"] == f"custom_nodes.{PACK_NAME}"
+        assert node["description"]
+        for section in ("required", "optional"):
+            for input_name, spec in node["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), (
+                    f"{name}.{input_name} has no tooltip"
+                )
+    sampler = info["PaintByExampleEdit"]["input"]["required"]
+    assert sampler["sampler_name"][0] == info["KSampler"]["input"]["required"]["sampler_name"][0]
+    assert sampler["scheduler"][0] == info["KSampler"]["input"]["required"]["scheduler"][0]
+
+
+def test_loader_lists_files_diffusers_folders_and_checkpoints(comfy):
+    url, _ = comfy
+    loader = requests.get(f"{url}/object_info/PaintByExampleModelLoader").json()
+    choices = loader["PaintByExampleModelLoader"]["input"]["required"]["ckpt_name"][0]
+    assert {"diffusers", MODEL, "not_pbe.safetensors", "model.ckpt"} <= set(choices)
+    assert not any(choice.startswith("diffusers/") for choice in choices)
+
+
+def test_templates_thumbnails_and_web_extension_are_served(comfy):
+    url, _ = comfy
+    assert sorted(requests.get(f"{url}/workflow_templates").json()[PACK_NAME]) == sorted(EXAMPLES)
+    for name in EXAMPLES:
+        thumbnail = requests.get(f"{url}/api/workflow_templates/{PACK_NAME}/{name}.jpg")
+        assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8"
+    assert (
+        f"/extensions/{PACK_NAME}/paint_by_example.js" in requests.get(f"{url}/extensions").json()
+    )
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_ui_workflows_match_their_api_twins(comfy, name):
+    url, _ = comfy
+    ui = requests.get(f"{url}/api/workflow_templates/{PACK_NAME}/{name}.json").json()
+    twin = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    expected = {
+        key: {"class_type": n["class_type"], "inputs": n["inputs"]} for key, n in twin.items()
+    }
+    assert ui_to_api(ui, requests.get(f"{url}/object_info").json()) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Edits
+
+
+def untouched_beyond(photo: np.ndarray, feather: int) -> np.ndarray:
+    """Where a stitch with this feather (and no grow) must leave the photo bit-identical: beyond
+    the square `feather`-pixel neighbourhood of the mask's box."""
+    rows, cols = np.nonzero(photo[..., 3] == 0)
+    untouched = np.ones(photo.shape[:2], bool)
+    untouched[
+        max(rows.min() - feather, 0) : rows.max() + feather + 1,
+        max(cols.min() - feather, 0) : cols.max() + feather + 1,
+    ] = False
+    return untouched
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_workflow_runs_to_an_image(comfy, name):
+    url, base = comfy
+    workflow = api_workflow(name, **FAST)
+    photo = input_rgba(base, workflow[PHOTO]["inputs"]["image"])
+    image = run(url, workflow)
+    assert image.shape == photo.shape[:2] + (3,)
+    edit = photo[..., 3] == 0
+    assert np.abs(image[edit].astype(int) - photo[..., :3][edit]).mean() > 5  # the region changed
+    stitch = next((n for n in workflow.values() if "feather" in n["inputs"]), None)
+    if stitch is not None:  # crop and stitch: every pixel beyond the feather is the photo's own
+        untouched = untouched_beyond(photo, stitch["inputs"]["feather"])
+        assert np.array_equal(image[untouched], photo[..., :3][untouched])
+
+
+@pytest.mark.parametrize("ckpt_name", ["diffusers", "model.ckpt"])
+def test_loader_reads_every_layout_to_the_same_edit(comfy, ckpt_name):
+    url, _ = comfy
+    settings = {**FAST, "steps": 1, "seed": 3}
+    expected = run(url, api_workflow("paint_by_example_basic", **settings))
+    assert np.array_equal(
+        run(url, api_workflow("paint_by_example_basic", **settings, ckpt_name=ckpt_name)), expected
+    )
+
+
+REFERENCE = {
+    "seed": 11,
+    "steps": 8,
+    "cfg": 5.0,
+    "sampler_name": "ddim",
+    "scheduler": "ddim_uniform",
+}
+
+
+@pytest.fixture(scope="module")
+def reference_edit(comfy) -> np.ndarray:
+    """The all-in-one on the 64x64 photo, whole image, no feather: DDIM timesteps (8 divides
+    1000, so ddim_uniform and pbe_core agree on them)."""
+    url, _ = comfy
+    workflow = api_workflow(
+        "paint_by_example_basic", **REFERENCE, region="full image", feather=0, grow=0
+    )
+    return run(url, workflow).astype(int)
+
+
+def test_comfyui_edit_matches_pbe_core_pipeline(comfy, reference_edit):
+    _, base = comfy
+    photo = input_rgba(base, "pbe_photo.png")
+    exemplar = np.asarray(Image.open(base / "input" / "pbe_exemplar.png").convert("RGB"))
+    pipe = PaintByExample(load_models(base / "models" / "paint_by_example" / MODEL))
+    seed = REFERENCE["seed"]
+    # the initial noise as ComfyUI draws it: torch.manual_seed(seed), then randn on the CPU
+    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(seed))
+    edit = photo[..., 3] == 0
+
+    def pipeline_image(sampler: str) -> np.ndarray:
+        result = pipe.run(
+            photo[..., :3],
+            edit.astype(np.float32),
+            exemplar,
+            steps=REFERENCE["steps"],
+            guidance=REFERENCE["cfg"],
+            sampler=sampler,
+            noise=noise,
+            region="full",
+            feather=0,
+        )
+        pixels = result.images[0].permute(1, 2, 0).numpy()
+        return np.clip(255.0 * pixels, 0, 255).astype(np.uint8).astype(int)  # as SaveImage writes
+
+    # ComfyUI's "ddim" is Euler on the DDIM timesteps: pbe_core's Euler on that grid is the
+    # same computation, so the pictures agree to the 8-bit rounding.
+    assert np.abs(pipeline_image("euler") - reference_edit).max() <= 1
+    # pbe_core's DDIM (the reference sampler) differs in the last step (to alphas_cumprod[0]
+    # rather than to sigma 0) and starts at unit-variance noise in x_t space.
+    ddim = np.abs(pipeline_image("ddim") - reference_edit)[edit] / 255
+    assert ddim.mean() < 0.005 and ddim.max() < 0.05
+
+
+def test_stock_chain_agrees_with_the_all_in_one_node(comfy, reference_edit):
+    url, base = comfy
+    photo = input_rgba(base, "pbe_photo.png")
+    stock = run(url, api_workflow("paint_by_example_stock_ksampler", **REFERENCE)).astype(int)
+    edit = photo[..., 3] == 0
+    # They differ only in the starting latent: ComfyUI adds the source latent to the noise for
+    # the stock chain; the all-in-one starts from noise alone, as the reference does.
+    assert np.abs(stock[edit] - reference_edit[edit]).mean() / 255 < 0.01
+    assert np.abs(stock[edit] - photo[..., :3][edit]).mean() / 255 > 0.05  # it did edit
+
+
+def test_image_batches_broadcast_mask_and_exemplar(comfy):
+    url, base = comfy
+    workflow = api_workflow("paint_by_example_basic", **FAST, seed=21)
+    workflow["91"] = {
+        "class_type": "RepeatImageBatch",
+        "inputs": {"image": [PHOTO, 0], "amount": 2},
+    }
+    node_of(workflow, "PaintByExampleEdit")["inputs"]["image"] = ["91", 0]
+    images = saved_images(url, run_entry(url, workflow))
+    photo = input_rgba(base, "pbe_photo.png")
+    untouched = untouched_beyond(photo, 8)
+    assert len(images) == 2
+    for image in images:
+        assert np.array_equal(image[untouched], photo[..., :3][untouched])
+    assert not np.array_equal(images[0], images[1])  # each image its own noise
+
+
+def test_exemplar_options_mask_tools_and_previews(comfy):
+    url, base = comfy
+    workflow = api_workflow("paint_by_example_crop_stitch", **FAST, seed=22)
+    workflow["92"] = {
+        "class_type": "PaintByExampleGrowMask",
+        "inputs": {"mask": [PHOTO, 1], "grow": 4, "feather": 0, "kernel": "round"},
+    }
+    workflow["93"] = {
+        "class_type": "PaintByExampleMaskToBBox",
+        "inputs": {"mask": ["92", 0], "threshold": 0.5},
+    }
+    workflow["94"] = {
+        "class_type": "ImageBatch",
+        "inputs": {"image1": ["3", 0], "image2": [PHOTO, 0]},
+    }
+    workflow["95"] = {
+        "class_type": "LoadImageMask",
+        "inputs": {"image": "pbe_exemplar_mask.png", "channel": "red"},
+    }
+    node_of(workflow, "PaintByExampleCrop")["inputs"]["mask"] = ["93", 0]
+    node_of(workflow, "PaintByExampleExemplarEncode")["inputs"].update(
+        exemplar=["94", 0],
+        exemplar_mask=["95", 0],
+        combine="blend",
+        blend_weights="1, 0.5",
+        negative_exemplar=[PHOTO, 0],
+        negative_weight=0.5,
+    )
+    entry = run_entry(url, workflow)
+    [image] = saved_images(url, entry)
+    photo = input_rgba(base, "pbe_large_photo.png")
+    untouched = untouched_beyond(photo, 8 + 4)  # feather beyond the grown mask's box
+    assert np.array_equal(image[untouched], photo[..., :3][untouched])
+    previews = {
+        node_id: output["images"]
+        for node_id, output in entry["outputs"].items()
+        if workflow[node_id]["class_type"] != "SaveImage"
+    }
+    assert len(previews["4"]) == 1 and len(previews["5"]) == 2  # the crop box; both exemplars
+    assert all(preview["type"] == "temp" for images in previews.values() for preview in images)
+
+
+def test_interrupt_stops_a_run_and_the_next_one_is_served(comfy):
+    url, _ = comfy
+    long_run = api_workflow(
+        "paint_by_example_basic",
+        **FAST | {"steps": 10000, "seed": 123, "sampler_name": "euler", "scheduler": "normal"},
+    )
+    prompt_id = submit(url, long_run)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not any(
+        item[1] == prompt_id for item in requests.get(f"{url}/queue").json()["queue_running"]
+    ):
+        assert time.monotonic() < deadline, "the long run never started"
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the sampling loop
+    interrupted_at = time.monotonic()
+    assert requests.post(f"{url}/interrupt", json={"prompt_id": prompt_id}).status_code == 200
+    entry = wait(url, prompt_id, timeout=20)
+    assert time.monotonic() - interrupted_at < 10
+    assert entry["status"]["status_str"] == "error"
+    assert messages(entry, "execution_interrupted")
+    assert run(
+        url, api_workflow("paint_by_example_basic", **FAST | {"steps": 1, "seed": 124})
+    ).shape == (64, 64, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs: clear node errors, not stack traces
+
+
+def mask_from_file(workflow: dict, file: str) -> dict:
+    """The all-in-one's mask from a separate (greyscale) mask file instead of the photo's alpha."""
+    workflow = copy.deepcopy(workflow)
+    workflow["90"] = {"class_type": "LoadImageMask", "inputs": {"image": file, "channel": "red"}}
+    node_of(workflow, "PaintByExampleEdit")["inputs"]["mask"] = ["90", 0]
+    return workflow
+
+
+@pytest.mark.parametrize(
+    ("case", "node_type", "phrases"),
+    [
+        (
+            "foreign model",
+            "PaintByExampleModelLoader",
+            ["not a Paint by Example model", "exemplar encoder"],
+        ),
+        ("mask size", "PaintByExampleEdit", ["mask is 64x48 but the image is 64x64"]),
+        ("empty mask", "PaintByExampleEdit", ["mask is empty", "Paint the region"]),
+    ],
+)
+def test_bad_inputs_come_back_as_clear_node_errors(comfy, case, node_type, phrases):
+    url, _ = comfy
+    workflow = api_workflow("paint_by_example_basic", **FAST)
+    if case == "foreign model":
+        node_of(workflow, "PaintByExampleModelLoader")["inputs"]["ckpt_name"] = (
+            "not_pbe.safetensors"
+        )
+    elif case == "mask size":
+        workflow = mask_from_file(workflow, "pbe_mask_64x48.png")
+    else:
+        workflow[PHOTO]["inputs"]["image"] = "pbe_no_mask.png"
+    error = run_error(url, workflow)
+    assert error["node_type"] == node_type
+    message = error["exception_message"]
+    for phrase in phrases:
+        assert phrase in message
+    assert "Traceback" not in message and message.count("\n") <= 2
