@@ -82,8 +82,15 @@ def _file_kind(path: Path) -> str:
     return "unknown"
 
 
-def read_file(path: str | os.PathLike) -> StateDict:
-    """One weights file -> flat state dict. Never executes code from a pickle."""
+def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    if dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype:
+        return tensor
+    return tensor.to(dtype)
+
+
+def read_file(path: str | os.PathLike, dtype: torch.dtype | None = None) -> StateDict:
+    """One weights file -> flat state dict, floating tensors cast to `dtype` one at a time as
+    they are read (so a cast never holds the whole file twice). Never executes pickled code."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file. Supported layouts: {', '.join(LAYOUTS)}.")
@@ -93,7 +100,7 @@ def read_file(path: str | os.PathLike) -> StateDict:
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt", device="cpu") as handle:
-                state = {key: handle.get_tensor(key) for key in handle.keys()}
+                state = {key: _as_dtype(handle.get_tensor(key), dtype) for key in handle.keys()}
         elif kind in ("zip-pickle", "legacy-pickle"):
             state = torch.load(
                 path, map_location="cpu", weights_only=True, mmap=kind == "zip-pickle"
@@ -119,7 +126,7 @@ def read_file(path: str | os.PathLike) -> StateDict:
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: holds no flat dictionary of tensors.")
-    return dict(state)
+    return {key: _as_dtype(value, dtype) for key, value in state.items()}
 
 
 def _diffusers_file(folder: Path, component: str) -> Path | None:
@@ -167,7 +174,7 @@ def weights_from_original(state: Mapping[str, torch.Tensor], source: str, prefer
     return Weights(parts["unet"], parts["vae"], parts["encoder"], "original")
 
 
-def weights_from_diffusers(folder: Path) -> Weights:
+def weights_from_diffusers(folder: Path, dtype: torch.dtype | None = None) -> Weights:
     files = {name: _diffusers_file(folder, name) for name in DIFFUSERS_WEIGHT_NAMES}
     absent = [name for name, file in files.items() if file is None]
     if absent:
@@ -177,9 +184,9 @@ def weights_from_diffusers(folder: Path) -> Weights:
         )
     try:
         return Weights(
-            unet=keymaps.unet_from_diffusers(read_file(files["unet"])),
-            vae=keymaps.vae_from_diffusers(read_file(files["vae"])),
-            encoder=keymaps.encoder_from_diffusers(read_file(files["image_encoder"])),
+            unet=keymaps.unet_from_diffusers(read_file(files["unet"], dtype)),
+            vae=keymaps.vae_from_diffusers(read_file(files["vae"], dtype)),
+            encoder=keymaps.encoder_from_diffusers(read_file(files["image_encoder"], dtype)),
             layout="diffusers",
         )
     except (KeyError, ValueError) as error:
@@ -188,17 +195,19 @@ def weights_from_diffusers(folder: Path) -> Weights:
         raise CheckpointError(f"{folder}: not a Paint by Example diffusers folder: {error}") from None
 
 
-def read_weights(path: str | os.PathLike, prefer_ema: bool = False) -> Weights:
-    """Any supported layout -> Weights in original key names."""
+def read_weights(
+    path: str | os.PathLike, prefer_ema: bool = False, dtype: torch.dtype | None = None
+) -> Weights:
+    """Any supported layout -> Weights in original key names (floating tensors in `dtype`, if given)."""
     path = Path(path).expanduser()
     if path.is_dir():
         if (path / "unet").is_dir() or (path / "model_index.json").is_file():
-            return weights_from_diffusers(path)
+            return weights_from_diffusers(path, dtype)
         raise CheckpointError(
             f"{path}: a folder, but not a diffusers model folder (no unet/). "
             f"Supported layouts: {', '.join(LAYOUTS)}."
         )
-    weights = weights_from_original(read_file(path), str(path), prefer_ema=prefer_ema)
+    weights = weights_from_original(read_file(path, dtype), str(path), prefer_ema=prefer_ema)
     weights.layout = "single-file" if _file_kind(path) == "safetensors" else "original"
     return weights
 
@@ -282,7 +291,7 @@ def build_models(weights: Weights, dtype: torch.dtype = torch.float32, device="c
 
 
 def load_models(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device="cpu") -> Models:
-    return build_models(read_weights(path), dtype=dtype, device=device)
+    return build_models(read_weights(path, dtype=dtype), dtype=dtype, device=device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -106,3 +106,21 @@ def test_unet_matches_diffusers_on_sizes_not_multiple_of_the_depth(tiny, referen
     ours = tiny.unet(latent, timesteps, context)
     theirs = reference["unet"](latent, timesteps, encoder_hidden_states=context).sample
     assert max_diff(ours, theirs) < TOLERANCE
+
+
+@torch.no_grad()
+def test_unet_activations_stay_contiguous(tiny):
+    """A channels-last view leaking out of attention makes every later convolution copy its
+    weights (1.6x slower on CPU, bench/pipeline_speed.py)."""
+    seen = []
+    hooks = [
+        module.register_forward_pre_hook(lambda _m, args: seen.append(args[0].is_contiguous()))
+        for module in tiny.unet.modules()
+        if isinstance(module, torch.nn.Conv2d)
+    ]
+    try:
+        tiny.unet(torch.randn(1, 9, 16, 16), torch.tensor([10.0]), torch.randn(1, 1, 32))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen and all(seen)
