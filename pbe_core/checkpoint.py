@@ -88,6 +88,33 @@ def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return tensor.to(dtype)
 
 
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
+def _read_safetensors_cast(path: Path, dtype: torch.dtype) -> StateDict:
+    """A safetensors file read tensor by tensor with plain reads and cast as it goes: unlike a
+    memory map, the whole file is never resident at once, so a fp32 file loaded as bf16 peaks
+    at about the bf16 size."""
+    with open(path, "rb") as handle:
+        header_size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(header_size))
+        header.pop("__metadata__", None)
+        state = {}
+        for key, info in header.items():
+            start, end = info["data_offsets"]
+            raw = torch.empty(end - start, dtype=torch.uint8)
+            handle.seek(8 + header_size + start)
+            if handle.readinto(raw.numpy()) != end - start:
+                raise EOFError(f"tensor {key} ends past the end of the file")
+            tensor = raw.view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
+            state[key] = _as_dtype(tensor, dtype)
+    return state
+
+
 def read_file(path: str | os.PathLike, dtype: torch.dtype | None = None) -> StateDict:
     """One weights file -> flat state dict, floating tensors cast to `dtype` one at a time as
     they are read (so a cast never holds the whole file twice). Never executes pickled code."""
@@ -96,7 +123,9 @@ def read_file(path: str | os.PathLike, dtype: torch.dtype | None = None) -> Stat
         raise CheckpointError(f"{path}: no such file. Supported layouts: {', '.join(LAYOUTS)}.")
     kind = _file_kind(path)
     try:
-        if kind == "safetensors":
+        if kind == "safetensors" and dtype is not None:
+            state = _read_safetensors_cast(path, dtype)
+        elif kind == "safetensors":
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt", device="cpu") as handle:

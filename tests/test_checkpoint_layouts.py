@@ -72,3 +72,13 @@ def test_loading_keeps_the_file_dtype_until_asked(tiny_paths):
     assert {p.dtype for p in models.unet.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in models.encoder.parameters()} == {torch.bfloat16}
     assert not any(p.requires_grad for p in models.vae.parameters())
+
+
+def test_cast_while_reading_equals_cast_after(tiny_paths):
+    for layout in ("safetensors", "diffusers", "ckpt"):
+        cast_on_read = read_weights(tiny_paths[layout], dtype=torch.bfloat16)
+        plain = read_weights(tiny_paths[layout])
+        for part in ("unet", "vae", "encoder"):
+            a, b = getattr(cast_on_read, part), getattr(plain, part)
+            assert a.keys() == b.keys()
+            assert all(torch.equal(a[k], b[k].to(torch.bfloat16)) for k in a), (layout, part)
