@@ -358,9 +358,7 @@ def _cast(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> State
     views that share it, such as q, k, v split from one fused weight)."""
     ready = {}
     for key, value in state.items():
-        if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
-        value = value.contiguous()
+        value = _as_dtype(value, dtype).contiguous()
         if value.untyped_storage().nbytes() != value.numel() * value.element_size():
             value = value.clone()
         ready[key] = value
