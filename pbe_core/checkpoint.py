@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,16 +341,21 @@ def weights_of(models: Models) -> Weights:
     return Weights(models.unet.state_dict(), models.vae.state_dict(), encoder_state_dict(models.encoder), models.layout)
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """`write(temporary_path)`, then rename it onto `path`: a reader never sees half a file.
+    The temporary file is created with mode 0o666 less the umask, as a plain open() would be
+    (mkstemp's 0o600 would make outputs unreadable to the rest of a shared install)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(handle)
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        write(temporary)
+        write(str(temporary))
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+    return path
 
 
 def _cast(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> StateDict:
@@ -371,7 +376,7 @@ def save_single_file(weights: Weights, path: str | os.PathLike, dtype: torch.dty
 
     path = Path(path)
     state = _cast(keymaps.join_original(weights.unet, weights.vae, weights.encoder), dtype)
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     return path
 
 
@@ -379,7 +384,7 @@ def save_original_ckpt(weights: Weights, path: str | os.PathLike, dtype: torch.d
     """A Lightning-style `.ckpt` (`{"state_dict": ...}`), as the reference releases it."""
     path = Path(path)
     state = _cast(keymaps.join_original(weights.unet, weights.vae, weights.encoder), dtype)
-    _atomic_write(path, lambda tmp: torch.save({"state_dict": state}, tmp))
+    atomic_write(path, lambda tmp: torch.save({"state_dict": state}, tmp))
     return path
 
 
@@ -439,7 +444,7 @@ def save_diffusers(weights: Weights, folder: str | os.PathLike, dtype: torch.dty
     for component, state in parts.items():
         name = "model.safetensors" if component == "image_encoder" else "diffusion_pytorch_model.safetensors"
         state = _cast(state, dtype)
-        _atomic_write(folder / component / name, lambda tmp, s=state: save_file(s, tmp, metadata={"format": "pt"}))
+        atomic_write(folder / component / name, lambda tmp, s=state: save_file(s, tmp, metadata={"format": "pt"}))
         (folder / component / "config.json").write_text(json.dumps(configs[component], indent=2))
     size = infer_encoder_config(weights.encoder).image_size
     extras = {

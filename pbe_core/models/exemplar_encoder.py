@@ -85,7 +85,11 @@ class ExemplarEncoder(nn.Module):
         """CLIP-normalised exemplars (B, 3, 224, 224) -> context (B, 1, context_dim)."""
         pixel_values = pixel_values.to(device=self.proj_out.weight.device, dtype=self.dtype)
         # The pooled output is the post-LayerNorm class token, the only token the method keeps.
-        pooled = self.transformer(pixel_values=pixel_values).pooler_output
+        return self.project(self.transformer(pixel_values=pixel_values).pooler_output)
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The CLIP tower's pooled class token (B, hidden) -> context (B, 1, context_dim): the
+        trained part of the encoder (training runs the frozen tower apart, without gradients)."""
         return self.proj_out(self.final_ln(self.mapper(pooled[:, None, :])))
 
     def unconditional(self, batch_size: int) -> torch.Tensor:
