@@ -119,7 +119,7 @@ def edit(args: argparse.Namespace) -> None:
             steps=args.steps, guidance=args.guidance, sampler=args.sampler, seed=args.seed,
             eta=args.eta, batch_size=args.batch_size, region=args.region, context=args.context,
             resolution=args.resolution, grow=args.grow, feather=args.feather,
-            exemplar_mode=args.exemplar_mode, exemplar_mask=exemplar_mask,
+            colour_match=args.colour_match, exemplar_mode=args.exemplar_mode, exemplar_mask=exemplar_mask,
             negative_exemplar=negative, negative_weight=args.negative_weight, compat=args.compat,
             callback=None if args.quiet else _progress_bar("sampling"),
         )
@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=512, help="auto: the crop's longer side for the model")
     p.add_argument("--grow", type=int, default=0, help="grow (or, negative, shrink) the mask, in pixels")
     p.add_argument("--feather", type=int, default=8, help="blend radius in pixels at the mask's edge")
+    p.add_argument("--colour-match", type=float, default=0.0, metavar="STRENGTH",
+                   help="0..1: match the edit's colours to its surroundings (default 0: off)")
     p.add_argument("--exemplar-mode", choices=("squash", "crop", "pad"), default=None,
                    help="squash (the reference, default), crop (diffusers) or pad")
     p.add_argument("--exemplar-mask", help="white = the object in the exemplar; the rest is greyed")

@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from PIL import Image
 
-from . import conditioning, prepare, regions, sampling
+from . import colour, conditioning, prepare, regions, sampling
 from .checkpoint import Models, load_models
 
 Compat = Literal["diffusers"] | None
@@ -128,6 +128,7 @@ class PaintByExample:
         resolution: int = 512,
         grow: int = 0,
         feather: int = 8,
+        colour_match: float = 0.0,
         exemplar_mode: prepare.ExemplarMode | None = None,
         exemplar_mask=None,
         negative_exemplar=None,
@@ -146,6 +147,8 @@ class PaintByExample:
             raise ValueError(f"batch_size must be at least 1; got {batch_size}")
         if sampler not in sampling.SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(sampling.SAMPLERS)}")
+        if not 0.0 <= colour_match <= 1.0:
+            raise ValueError(f"colour_match must be a strength within 0..1; got {colour_match}")
         exemplar_mode = exemplar_mode or ("crop" if compat == "diffusers" else "squash")
 
         pixels = prepare.image_to_tensor(image, "image")
@@ -213,6 +216,8 @@ class PaintByExample:
         )
         decoded = ((vae.decode(latents / vae.config.scaling_factor).float() + 1) / 2).clamp(0, 1).cpu()
         images = regions.stitch(pixels, decoded, edit_mask, plan, grow=grow, feather=feather)
+        if colour_match > 0:
+            images = colour.colour_match(images, edit_mask, colour_match, grow=grow, feather=feather)
         return EditResult(images, decoded, latents.float().cpu(), plan)
 
     def edit(self, image, mask, exemplar, **options) -> list[Image.Image]:
@@ -225,7 +230,8 @@ class PaintByExample:
         region "auto" crops around the mask (box grown by `context`, longer side `resolution`)
         and stitches back; "full" edits the whole image at its own size padded to a multiple of 8.
         grow, feather: the mask's growth and the feather radius (pixels) used to blend the edit in;
-        pixels beyond them are the input's own, bit for bit.
+        pixels beyond them are the input's own, bit for bit. colour_match (0..1): move the edited
+        region's colour statistics towards a ring of its surroundings (`pbe_core.colour`).
         exemplar_mode "squash" (the reference), "crop" (diffusers) or "pad"; exemplar_mask cuts
         the object out of its background; negative_exemplar replaces (weight 1) or blends with the
         learned unconditional vector; a list of exemplars with exemplar_weights blends them.
