@@ -100,13 +100,15 @@ def _progress_bar(total_label: str):
 
 def edit(args: argparse.Namespace) -> None:
     from .pipeline import PaintByExample
+    from .prepare import to_pil
 
     image = _open_image(args.image, "image")
     mask = _open_image(args.mask, "mask")
     exemplar = _open_image(args.exemplar, "exemplar")
     exemplar_mask = _open_image(args.exemplar_mask, "exemplar-mask") if args.exemplar_mask else None
     negative = _open_image(args.negative_exemplar, "negative-exemplar") if args.negative_exemplar else None
-    outputs = _output_paths(Path(args.out), args.batch_size)
+    ranked = args.candidates > 1
+    outputs = _output_paths(Path(args.out), args.candidates if ranked and args.keep_all else args.batch_size)
     model = _resolve_model(args.model)
 
     started = time.perf_counter()
@@ -114,8 +116,8 @@ def edit(args: argparse.Namespace) -> None:
     loaded = time.perf_counter() - started
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results = pipe.edit(
-            image, mask, exemplar,
+        result = pipe.run(
+            image, mask, exemplar, candidates=args.candidates,
             steps=args.steps, guidance=args.guidance, sampler=args.sampler, seed=args.seed,
             eta=args.eta, batch_size=args.batch_size, region=args.region, context=args.context,
             resolution=args.resolution, grow=args.grow, feather=args.feather,
@@ -125,8 +127,13 @@ def edit(args: argparse.Namespace) -> None:
         )
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    for picture, path in zip(results, outputs, strict=True):
-        _save_atomically(picture, path)
+    pictures = result.images[: len(outputs)]  # ranked: best first
+    for picture, path in zip(pictures, outputs, strict=True):
+        _save_atomically(to_pil(picture), path)
+    if ranked and result.scores is not None:
+        for rank, (seed, score) in enumerate(zip(result.seeds, result.scores.tolist(), strict=True)):
+            where = f" -> {outputs[rank]}" if rank < len(outputs) else ""
+            print(f"candidate {rank + 1}: seed {seed}, region CLIP score {score:.2f}{where}")
     total = time.perf_counter() - started
     print(
         f"wrote {', '.join(map(str, outputs))}: {image.width}x{image.height}, {args.sampler} "
@@ -206,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="image i of a batch uses seed + i")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM's eta")
     p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--candidates", type=int, default=1, metavar="N",
+                   help="try seeds seed .. seed+N-1 and keep the best by region CLIP score")
+    p.add_argument("--keep-all", action="store_true",
+                   help="with --candidates: write all, ranked, as NAME-0.png (best), NAME-1.png, ...")
     p.add_argument("--region", choices=("auto", "full"), default="auto",
                    help="auto: crop around the mask and stitch back; full: the whole image at its size")
     p.add_argument("--context", type=float, default=1.5, help="auto: crop = mask box x this")

@@ -3,7 +3,8 @@
     pipe = PaintByExample.from_pretrained("model.ckpt")
     [result] = pipe.edit(photo, mask, exemplar, seed=0)
 
-The user's mask (white = edit) is cropped with the image by `regions`, turned into the model's
+The edit's sequence is `pbe_core.conductor`'s, shared with the hosts; here are pbe_core's own
+parts for it (`CoreParts`: its VAE, samplers and guidance) and the loaded models. The user's mask (white = edit) is cropped with the image by `regions`, turned into the model's
 keep-mask once by `prepare.edit_to_keep_mask`, and the edit is stitched back so that every pixel
 outside the (grown, feathered) mask is the input's own.
 """
@@ -11,7 +12,6 @@ outside the (grown, feathered) mask is the input's own.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -19,8 +19,10 @@ from typing import Literal
 import torch
 from PIL import Image
 
-from . import colour, conditioning, prepare, regions, sampling
+from . import conductor, prepare, sampling
 from .checkpoint import Models, load_models
+from .conductor import EditResult, SampleJob
+from .evaluate import region_clip_score
 
 Compat = Literal["diffusers"] | None
 StepCallback = Callable[[int, int, torch.Tensor], None]
@@ -28,14 +30,6 @@ StepCallback = Callable[[int, int, torch.Tensor], None]
 
 class Interrupted(Exception):
     """The caller's `should_stop` asked to stop; nothing was produced."""
-
-
-@dataclass
-class EditResult:
-    images: torch.Tensor  # (B, 3, H, W) in [0, 1]: the input with the region stitched back
-    decoded: torch.Tensor  # (B, 3, h, w) in [0, 1]: the model's output at working size
-    latents: torch.Tensor  # (B, 4, h/8, w/8): the sampled latents, scaled
-    region: regions.Region
 
 
 def default_device() -> torch.device:
@@ -52,6 +46,86 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 def _seed_generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(int(seed))
+
+
+@dataclass
+class CoreParts:
+    """pbe_core's parts of the edit: its VAE, its samplers with guidance, on one device.
+
+    Noise: image i is drawn from a CPU generator seeded with job.seeds[i], `randn` of the latent
+    shape, as diffusers does, so a seed reproduces across tools; `noise` overrides it.
+    compat "diffusers": nearest latent mask and the VAE posterior sampled after the noise.
+    """
+
+    models: Models
+    device: torch.device
+    dtype: torch.dtype
+    schedule: sampling.Schedule
+    sampler: str = "plms"
+    steps: int = 50
+    guidance: float = 5.0
+    eta: float = 0.0
+    noise: torch.Tensor | None = None
+    compat: Compat = None
+    callback: StepCallback | None = None
+    should_stop: Callable[[], bool] | None = None
+
+    @property
+    def exemplar_size(self) -> int:
+        return self.models.encoder.config.image_size
+
+    @property
+    def clip_tower(self) -> torch.nn.Module:
+        return self.models.encoder.transformer
+
+    def encode_exemplars(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.models.encoder(pixels.to(self.device))
+
+    def unconditional(self) -> torch.Tensor:
+        return self.models.encoder.unconditional(1)
+
+    def encode_masked(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VAE posterior's (mean, std): `sample` takes its mode, or a draw in compat mode."""
+        return self.models.vae.encode_moments(masked.to(self.device, self.dtype))
+
+    def sample(self, job: SampleJob) -> torch.Tensor:
+        vae, unet = self.models.vae, self.models.unet
+        batch, latent_hw = job.cond.shape[0], tuple(s // 8 for s in job.keep.shape[-2:])
+        generators = [_seed_generator(seed) for seed in job.seeds]
+        noise = self.noise
+        if noise is None:
+            noise = torch.cat([torch.randn((1, 4, *latent_hw), generator=g) for g in generators])
+        elif tuple(noise.shape) != (batch, 4, *latent_hw):
+            raise ValueError(f"noise must have shape {(batch, 4, *latent_hw)}; got {tuple(noise.shape)}")
+        mean, std = job.masked_latent
+        if self.compat == "diffusers":  # diffusers samples the posterior after drawing the noise
+            draws = torch.cat([torch.randn(m.shape, generator=g)[None] for m, g in zip(mean, generators, strict=True)])
+            mean = mean + std * draws.to(mean)
+        masked_latent = mean * vae.config.scaling_factor
+        mask_mode = "nearest" if self.compat == "diffusers" else "bilinear"
+        latent_keep = prepare.latent_keep_mask(job.keep, latent_hw, mode=mask_mode)
+        concat = torch.cat([masked_latent, latent_keep.to(masked_latent)], dim=1)
+        eps_model = sampling.guided_eps_model(
+            unet, concat, job.cond.to(self.dtype), job.uncond.to(self.dtype), self.guidance
+        )
+        if self.should_stop is not None:
+            inner, should_stop = eps_model, self.should_stop
+
+            def eps_model(x, t):
+                if should_stop():
+                    raise Interrupted("stopped by the caller")
+                return inner(x, t)
+
+        options = {"generator": generators[0], "callback": self.callback}
+        if self.sampler == "ddim":
+            options["eta"] = self.eta
+        return sampling.sample(
+            self.sampler, eps_model, noise.to(self.device, self.dtype), self.schedule, self.steps, **options
+        )
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.models.vae
+        return ((vae.decode(latents / vae.config.scaling_factor).float() + 1) / 2).clamp(0, 1).cpu()
 
 
 class PaintByExample:
@@ -79,6 +153,10 @@ class PaintByExample:
             model.to(device=self.device, dtype=self.dtype)
         return self
 
+    def parts(self, **sampler_options) -> CoreParts:
+        """This pipeline's models as the conductor's parts (sampler, steps, guidance, ...)."""
+        return CoreParts(self.models, self.device, self.dtype, self.schedule, **sampler_options)
+
     # -----------------------------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -91,25 +169,19 @@ class PaintByExample:
         weights: Sequence[float] | None = None,
     ) -> torch.Tensor:
         """Exemplar picture(s) -> context (N, 1, ctx); with `weights`, one blended (1, 1, ctx)."""
-        encoder = self.models.encoder
-        # Each exemplar is prepared alone: a list may hold pictures of different sizes.
-        exemplars = exemplar if isinstance(exemplar, (list, tuple)) else [exemplar]
-        masks = exemplar_mask if isinstance(exemplar_mask, (list, tuple)) else [exemplar_mask] * len(exemplars)
-        if len(masks) != len(exemplars):
-            raise ValueError(f"exemplar_mask has {len(masks)} entries for {len(exemplars)} exemplars")
-        pixels = torch.cat([
-            prepare.prepare_exemplar(picture, size=encoder.config.image_size, mode=mode, exemplar_mask=picture_mask)
-            for picture, picture_mask in zip(exemplars, masks, strict=True)
-        ])
-        embeddings = encoder(pixels.to(self.device))
-        return embeddings if weights is None else conditioning.blend_embeddings(embeddings, weights)
-
-    def _unconditional(self, batch: int, negative_exemplar, negative_weight: float, mode) -> torch.Tensor:
-        learned = self.models.encoder.unconditional(batch)
-        negative = None if negative_exemplar is None else self.encode_exemplars(negative_exemplar, mode=mode)[:1]
-        return conditioning.unconditional_context(learned, negative, negative_weight)
+        return conductor.encode_exemplars(
+            self.parts(), exemplar, mode=mode, exemplar_mask=exemplar_mask, weights=weights
+        )
 
     @torch.inference_mode()
+    def region_clip_score(self, images, mask, exemplar, *, exemplar_mask=None, tower=None) -> torch.Tensor:
+        """The paper's CLIP score of each result (N,): see `pbe_core.evaluate.region_clip_score`.
+        Default tower: this model's own CLIP tower."""
+        images = prepare.image_to_tensor(images, "images")
+        edit_mask = prepare.fit_mask_to_image(prepare.mask_to_tensor(mask, "mask"), images.shape[-2:])
+        return region_clip_score(images, edit_mask, exemplar, tower or self.models.encoder.transformer,
+                                 exemplar_mask=exemplar_mask)
+
     def run(
         self,
         image,
@@ -122,6 +194,7 @@ class PaintByExample:
         seed: int = 0,
         eta: float = 0.0,
         batch_size: int = 1,
+        candidates: int = 1,
         noise: torch.Tensor | None = None,
         region: Literal["auto", "full"] = "auto",
         context: float = 1.5,
@@ -134,91 +207,28 @@ class PaintByExample:
         negative_exemplar=None,
         negative_weight: float = 1.0,
         exemplar_weights: Sequence[float] | None = None,
+        score_tower=None,
         compat: Compat = None,
         callback: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> EditResult:
-        """The edit as tensors; `edit` is the same returning PIL images. See `edit`."""
+        """The edit as tensors, every candidate ranked; `edit` returns PIL images. See `edit`."""
         if compat not in (None, "diffusers"):
             raise ValueError(f"compat must be None or 'diffusers'; got {compat!r}")
-        if region not in ("auto", "full"):
-            raise ValueError(f"region must be 'auto' or 'full'; got {region!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1; got {batch_size}")
         if sampler not in sampling.SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(sampling.SAMPLERS)}")
-        if not 0.0 <= colour_match <= 1.0:
-            raise ValueError(f"colour_match must be a strength within 0..1; got {colour_match}")
-        exemplar_mode = exemplar_mode or ("crop" if compat == "diffusers" else "squash")
-
-        pixels = prepare.image_to_tensor(image, "image")
-        edit_mask = prepare.fit_mask_to_image(prepare.mask_to_tensor(mask, "mask"), pixels.shape[-2:])
-        cond = self.encode_exemplars(
-            exemplar, mode=exemplar_mode, exemplar_mask=exemplar_mask, weights=exemplar_weights
+        parts = self.parts(
+            sampler=sampler, steps=steps, guidance=guidance, eta=eta, noise=noise, compat=compat,
+            callback=callback, should_stop=should_stop,
         )
-        pixels, edit_mask, cond = prepare.broadcast_batch(
-            pixels, edit_mask, cond, names=("image", "mask", "exemplar")
+        return conductor.conduct_edit(
+            parts, image, mask, exemplar, seed=seed, batch_size=batch_size, candidates=candidates,
+            region=region, context=context, resolution=resolution, grow=grow, feather=feather,
+            colour_match=colour_match,
+            exemplar_mode=exemplar_mode or ("crop" if compat == "diffusers" else "squash"),
+            exemplar_mask=exemplar_mask, negative_exemplar=negative_exemplar,
+            negative_weight=negative_weight, exemplar_weights=exemplar_weights, score_tower=score_tower,
         )
-        if batch_size > 1:
-            if pixels.shape[0] != 1:
-                raise ValueError(
-                    f"batch_size {batch_size} repeats one input; got {pixels.shape[0]} inputs"
-                )
-            pixels, edit_mask, cond = (t.expand(batch_size, *t.shape[1:]) for t in (pixels, edit_mask, cond))
-        batch = pixels.shape[0]
-
-        if torch.all(prepare.edit_to_keep_mask(edit_mask) == 1):
-            warnings.warn("the mask is empty: nothing to edit, returning the input unchanged", stacklevel=3)
-            empty = regions.plan_full(pixels.shape[-2:])
-            return EditResult(pixels.clone(), pixels.clone(), torch.empty(0), empty)
-
-        plan = (
-            regions.plan_region(pixels.shape[-2:], edit_mask, context, resolution, margin=max(grow, 0) + feather)
-            if region == "auto"
-            else regions.plan_full(pixels.shape[-2:])
-        )
-        crop_pixels, crop_mask = regions.crop(pixels, edit_mask, plan)
-        keep = prepare.edit_to_keep_mask(crop_mask)
-        masked = prepare.masked_image(prepare.to_model_range(crop_pixels), keep)
-
-        vae, unet = self.models.vae, self.models.unet
-        latent_hw = (plan.height // 8, plan.width // 8)
-        generators = [_seed_generator(seed + index) for index in range(batch)]
-        if noise is None:
-            noise = torch.cat([torch.randn((1, 4, *latent_hw), generator=g) for g in generators])
-        elif tuple(noise.shape) != (batch, 4, *latent_hw):
-            raise ValueError(f"noise must have shape {(batch, 4, *latent_hw)}; got {tuple(noise.shape)}")
-
-        mean, std = vae.encode_moments(masked.to(self.device, self.dtype))
-        if compat == "diffusers":  # diffusers samples the posterior after drawing the noise
-            draws = torch.cat([torch.randn(m.shape, generator=g)[None] for m, g in zip(mean, generators, strict=True)])
-            mean = mean + std * draws.to(mean)
-        masked_latent = mean * vae.config.scaling_factor
-        mask_mode = "nearest" if compat == "diffusers" else "bilinear"
-        latent_keep = prepare.latent_keep_mask(keep, latent_hw, mode=mask_mode)
-        concat = torch.cat([masked_latent, latent_keep.to(masked_latent)], dim=1)
-
-        uncond = self._unconditional(batch, negative_exemplar, negative_weight, exemplar_mode)
-        eps_model = sampling.guided_eps_model(unet, concat, cond.to(self.dtype), uncond.to(self.dtype), guidance)
-        if should_stop is not None:
-            inner = eps_model
-
-            def eps_model(x, t):
-                if should_stop():
-                    raise Interrupted("stopped by the caller")
-                return inner(x, t)
-
-        options = {"generator": generators[0], "callback": callback}
-        if sampler == "ddim":
-            options["eta"] = eta
-        latents = sampling.sample(
-            sampler, eps_model, noise.to(self.device, self.dtype), self.schedule, steps, **options
-        )
-        decoded = ((vae.decode(latents / vae.config.scaling_factor).float() + 1) / 2).clamp(0, 1).cpu()
-        images = regions.stitch(pixels, decoded, edit_mask, plan, grow=grow, feather=feather)
-        if colour_match > 0:
-            images = colour.colour_match(images, edit_mask, colour_match, grow=grow, feather=feather)
-        return EditResult(images, decoded, latents.float().cpu(), plan)
 
     def edit(self, image, mask, exemplar, **options) -> list[Image.Image]:
         """Place the exemplar's object into the masked region of `image`.
@@ -238,6 +248,9 @@ class PaintByExample:
         compat "diffusers": nearest latent mask, cropped exemplar, sampled VAE posterior, as
         diffusers' PaintByExamplePipeline. callback(step, total, x0) after each step;
         should_stop() -> True raises Interrupted. An empty mask returns the input with a warning.
+        candidates N: seeds seed .. seed + N - 1, and only the best by the paper's region CLIP
+        score (`pbe_core.evaluate`) is returned; `run` returns them all ranked, with scores.
         """
         result = self.run(image, mask, exemplar, **options)
-        return [prepare.to_pil(picture) for picture in result.images]
+        best = result.images[:1] if result.scores is not None else result.images
+        return [prepare.to_pil(picture) for picture in best]

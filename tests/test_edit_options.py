@@ -78,3 +78,24 @@ def test_cli_colour_match(tmp_path, tiny_paths):
     assert not np.array_equal(plain, matched)
     assert main([*common, "--out", str(tmp_path / "bad.png"), "--colour-match", "1.5"]) == 2
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_cli_candidates(tmp_path, tiny_paths, capsys):
+    for name, picture in (("scene.png", scene()), ("mask.png", box_mask()), ("exemplar.png", exemplar())):
+        picture.save(tmp_path / name)
+    common = [
+        "edit", "--model", str(tiny_paths["safetensors"]), "--image", str(tmp_path / "scene.png"),
+        "--mask", str(tmp_path / "mask.png"), "--exemplar", str(tmp_path / "exemplar.png"),
+        "--steps", "1", "--resolution", "64", "--quiet", "--seed", "5", "--candidates", "3",
+    ]
+    assert main([*common, "--out", str(tmp_path / "all.png"), "--keep-all"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("candidate")]
+    assert len(lines) == 3
+    scores = [float(line.split("score ")[1].split(" ")[0]) for line in lines]
+    assert scores == sorted(scores, reverse=True)
+    assert sorted(int(line.split("seed ")[1].split(",")[0]) for line in lines) == [5, 6, 7]
+    written = [np.asarray(Image.open(tmp_path / f"all-{rank}.png")) for rank in range(3)]
+    assert not np.array_equal(written[0], written[1])
+    assert main([*common, "--out", str(tmp_path / "best.png")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "best.png")), written[0])
+    assert not (tmp_path / "best-0.png").exists()
