@@ -140,6 +140,12 @@ def conduct_edit(
     resolution: int = 512,
     grow: int = 0,
     feather: int = 8,
+    context_mask=None,
+    fill_holes: bool = False,
+    mask_hipass: float = 0.0,
+    multiple: int = 8,
+    min_size: int = 128,
+    max_aspect: float = 2.0,
     colour_match: float = 0.0,
     exemplar_mode: prepare.ExemplarMode = "squash",
     exemplar_mask=None,
@@ -149,6 +155,10 @@ def conduct_edit(
     score_tower: ImageTower | None = None,
 ) -> EditResult:
     """The edit as tensors, on the host's parts. See `PaintByExample.edit` for the options.
+
+    Crop options (`pbe_core.regions`): mask_hipass drops mask values below it, fill_holes fills
+    what the mask encloses, context_mask widens the crop to take in its box; multiple, min_size
+    and max_aspect shape the crop as `regions.plan_region` says.
 
     candidates N > 1 draws seeds seed .. seed + N - 1 for one input and returns them all ranked
     by region CLIP score (on `score_tower`, by default the parts' own CLIP tower), best first.
@@ -164,6 +174,13 @@ def conduct_edit(
 
     pixels = prepare.image_to_tensor(image, "image")
     edit_mask = prepare.fit_mask_to_image(prepare.mask_to_tensor(mask, "mask"), pixels.shape[-2:])
+    edit_mask = regions.hipass_mask(edit_mask, mask_hipass)
+    if fill_holes:
+        edit_mask = regions.fill_holes(edit_mask)
+    if context_mask is not None:
+        context_mask = prepare.mask_to_tensor(context_mask, "context_mask")
+        context_mask = prepare.fit_mask_to_image(context_mask, pixels.shape[-2:], "context_mask")
+        context_mask = regions.hipass_mask(context_mask, mask_hipass)
     cond = encode_exemplars(parts, exemplar, mode=exemplar_mode, exemplar_mask=exemplar_mask,
                             weights=exemplar_weights)
     pixels, edit_mask, cond = prepare.broadcast_batch(pixels, edit_mask, cond, names=("image", "mask", "exemplar"))
@@ -181,9 +198,12 @@ def conduct_edit(
         return EditResult(pixels.clone(), pixels.clone(), torch.empty(0), regions.plan_full(pixels.shape[-2:]))
 
     plan = (
-        regions.plan_region(pixels.shape[-2:], edit_mask, context, resolution, margin=max(grow, 0) + feather)
+        regions.plan_region(
+            pixels.shape[-2:], edit_mask, context, resolution, multiple, min_size,
+            margin=max(grow, 0) + feather, max_aspect=max_aspect, context_mask=context_mask,
+        )
         if region == "auto"
-        else regions.plan_full(pixels.shape[-2:])
+        else regions.plan_full(pixels.shape[-2:], multiple)
     )
     crop_pixels, crop_mask = regions.crop(pixels, edit_mask, plan)
     keep = prepare.edit_to_keep_mask(crop_mask)

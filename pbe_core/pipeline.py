@@ -201,6 +201,12 @@ class PaintByExample:
         resolution: int = 512,
         grow: int = 0,
         feather: int = 8,
+        context_mask=None,
+        fill_holes: bool = False,
+        mask_hipass: float = 0.0,
+        multiple: int = 8,
+        min_size: int = 128,
+        max_aspect: float = 2.0,
         colour_match: float = 0.0,
         exemplar_mode: prepare.ExemplarMode | None = None,
         exemplar_mask=None,
@@ -224,7 +230,8 @@ class PaintByExample:
         return conductor.conduct_edit(
             parts, image, mask, exemplar, seed=seed, batch_size=batch_size, candidates=candidates,
             region=region, context=context, resolution=resolution, grow=grow, feather=feather,
-            colour_match=colour_match,
+            context_mask=context_mask, fill_holes=fill_holes, mask_hipass=mask_hipass,
+            multiple=multiple, min_size=min_size, max_aspect=max_aspect, colour_match=colour_match,
             exemplar_mode=exemplar_mode or ("crop" if compat == "diffusers" else "squash"),
             exemplar_mask=exemplar_mask, negative_exemplar=negative_exemplar,
             negative_weight=negative_weight, exemplar_weights=exemplar_weights, score_tower=score_tower,
@@ -240,8 +247,10 @@ class PaintByExample:
         region "auto" crops around the mask (box grown by `context`, longer side `resolution`)
         and stitches back; "full" edits the whole image at its own size padded to a multiple of 8.
         grow, feather: the mask's growth and the feather radius (pixels) used to blend the edit in;
-        pixels beyond them are the input's own, bit for bit. colour_match (0..1): move the edited
-        region's colour statistics towards a ring of its surroundings (`pbe_core.colour`).
+        pixels beyond them are the input's own, bit for bit. context_mask, fill_holes,
+        mask_hipass, multiple, min_size, max_aspect: crop options (see `conductor.conduct_edit`).
+        colour_match (0..1): move the edited region's colour statistics towards a ring of its
+        surroundings (`pbe_core.colour`).
         exemplar_mode "squash" (the reference), "crop" (diffusers) or "pad"; exemplar_mask cuts
         the object out of its background; negative_exemplar replaces (weight 1) or blends with the
         learned unconditional vector; a list of exemplars with exemplar_weights blends them.

@@ -1,4 +1,4 @@
-"""Where to edit: mask geometry, the crop around the mask, and the stitch back.
+"""Where to edit: the crop around the mask, and the stitch back (mask geometry: `masks`).
 
 Images are (B, 3, H, W) in [0, 1]; masks (B, 1, H, W) in [0, 1]. Nothing here flips a mask's
 polarity or binarises it: the functions take the user's EDIT mask (1 = edit) as `prepare` left
@@ -14,107 +14,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+# The mask geometry is imported from here by the nodes and the training code, as before the split.
+from .masks import (  # noqa: F401
+    Box,
+    Kernel,
+    check_mask,
+    feather_mask,
+    fill_holes,
+    grow_mask,
+    hipass_mask,
+    mask_bbox,
+    mask_to_bbox_mask,
+)
 from .prepare import broadcast_batch
-
-Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), half-open, in source pixels
-Kernel = Literal["square", "round"]
-
-
-def _check_mask(mask: torch.Tensor, name: str = "mask") -> None:
-    if mask.ndim != 4 or mask.shape[1] != 1:
-        raise ValueError(f"{name} must be (B, 1, H, W); got shape {tuple(mask.shape)}")
-
-
-def mask_bbox(mask: torch.Tensor, threshold: float = 0.0) -> Box | None:
-    """Box of the pixels above `threshold`, as the union over the batch; None if there are none.
-
-    The default (any non-zero value) covers every pixel a soft mask can touch.
-    """
-    _check_mask(mask)
-    rows = mask.amax(dim=(0, 1, 3)) > threshold
-    cols = mask.amax(dim=(0, 1, 2)) > threshold
-    if not rows.any():
-        return None
-    ys, xs = rows.nonzero().flatten(), cols.nonzero().flatten()
-    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
-
-
-def _max_filter(mask: torch.Tensor, radius: int, kernel: Kernel) -> torch.Tensor:
-    """Grey-scale dilation by a flat square or disc; pixels outside the image are ignored."""
-    if kernel == "square":  # separable: a row maximum, then a column maximum
-        rows = F.max_pool2d(mask, (1, 2 * radius + 1), stride=1, padding=(0, radius))
-        return F.max_pool2d(rows, (2 * radius + 1, 1), stride=1, padding=(radius, 0))
-    if kernel != "round":
-        raise ValueError(f"kernel must be 'square' or 'round'; got {kernel!r}")
-    # A disc is a stack of row segments of half-width isqrt(r^2 - dy^2): widen a running
-    # segment maximum one pixel at a time and fold in each row offset once its width is reached.
-    height, width = mask.shape[-2:]
-    segment = F.pad(mask, (radius,) * 4, value=-math.inf)
-    result = torch.full_like(mask, -math.inf)
-    for half in range(radius + 1):
-        if half:
-            segment = F.max_pool2d(segment, (1, 3), stride=1, padding=(0, 1))
-        for dy in range(-radius, radius + 1):
-            if math.isqrt(radius * radius - dy * dy) == half:
-                rows = segment[..., radius + dy : radius + dy + height, radius : radius + width]
-                result = torch.maximum(result, rows)
-    return result
-
-
-def grow_mask(mask: torch.Tensor, pixels: int, kernel: Kernel = "round") -> torch.Tensor:
-    """Exact dilation (pixels > 0) or erosion (pixels < 0) by a square or round kernel.
-
-    Pixels beyond the image border count as neither in nor out, so a mask touching the border
-    does not shrink away from it.
-    """
-    _check_mask(mask)
-    if pixels == 0:
-        return mask
-    if pixels > 0:
-        return _max_filter(mask, pixels, kernel)
-    return -_max_filter(-mask, -pixels, kernel)
-
-
-def _gaussian_blur(mask: torch.Tensor, half_width: int) -> torch.Tensor:
-    """Separable Gaussian with support +-half_width (sigma = half_width / 2), edges replicated."""
-    offsets = torch.arange(-half_width, half_width + 1, dtype=mask.dtype, device=mask.device)
-    taps = torch.exp(-0.5 * (offsets / (half_width / 2)) ** 2)
-    taps = taps / taps.sum()
-    padded = F.pad(mask, (half_width,) * 4, mode="replicate")
-    rows = F.conv2d(padded, taps.view(1, 1, 1, -1))
-    return F.conv2d(rows, taps.view(1, 1, -1, 1))
-
-
-def feather_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Outward feather: 1 stays 1 inside the mask, falls to exactly 0 within `radius` pixels.
-
-    Grow by radius // 2, blur with a Gaussian of support radius - radius // 2, and never go below
-    the original mask. Non-zero only inside the square dilation of the mask by `radius`.
-    """
-    _check_mask(mask)
-    if radius < 0:
-        raise ValueError(f"feather radius must be >= 0; got {radius}")
-    if radius == 0:
-        return mask
-    blurred = _gaussian_blur(grow_mask(mask, radius // 2), radius - radius // 2)
-    return torch.maximum(mask, blurred.clamp(0, 1))
-
-
-def mask_to_bbox_mask(mask: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
-    """Each batch item's mask replaced by its filled bounding box (empty items stay empty)."""
-    _check_mask(mask)
-    boxes = torch.zeros_like(mask)
-    for index in range(mask.shape[0]):
-        box = mask_bbox(mask[index : index + 1], threshold)
-        if box is not None:
-            x0, y0, x1, y1 = box
-            boxes[index, :, y0:y1, x0:x1] = 1
-    return boxes
 
 
 @dataclass(frozen=True)
@@ -185,16 +101,19 @@ def plan_region(
     min_size: int = 128,
     margin: int = 0,
     max_aspect: float = 2.0,
+    context_mask: torch.Tensor | None = None,
 ) -> Region:
     """The crop to edit: the mask's box (grown by `margin` pixels, e.g. stitch's grow + feather)
-    scaled by `context` around its centre, at least `min_size` pixels a side so a tiny mask still
-    gets surroundings, no larger than the image, its aspect limited to `max_aspect` (1.0: square).
+    scaled by `context` around its centre, widened to take in the box of `context_mask` (an
+    area the model should see, e.g. the table a cup stands on; (1 or B, 1, H, W), non-zero =
+    include), at least `min_size` pixels a side so a tiny mask still gets surroundings, no
+    larger than the image, its aspect limited to `max_aspect` (1.0: square, as trained).
     The working size has its longer side `resolution` and both sides multiples of `multiple`;
     the box's shorter side is matched to the working aspect. The box is shifted inside the image
     when it fits, else centred on it and padded. An empty mask plans the whole image.
     """
     image_h, image_w = (int(s) for s in image_hw)
-    _check_mask(edit_mask, "edit_mask")
+    check_mask(edit_mask, "edit_mask")
     if tuple(edit_mask.shape[-2:]) != (image_h, image_w):
         raise ValueError(
             f"edit_mask is {tuple(edit_mask.shape[-2:])}, image is {(image_h, image_w)}"
@@ -211,8 +130,21 @@ def plan_region(
         min(x1 + margin, image_w),
         min(y1 + margin, image_h),
     )
-    want_w = min(max((x1 - x0) * context, min_size), image_w)
-    want_h = min(max((y1 - y0) * context, min_size), image_h)
+    centre_x, centre_y = (x0 + x1) / 2, (y0 + y1) / 2
+    span_w, span_h = (x1 - x0) * context, (y1 - y0) * context
+    if context_mask is not None:
+        check_mask(context_mask, "context_mask")
+        if tuple(context_mask.shape[-2:]) != (image_h, image_w):
+            raise ValueError(
+                f"context_mask is {tuple(context_mask.shape[-2:])}, image is {(image_h, image_w)}"
+            )
+        extra = mask_bbox(context_mask)
+        if extra is not None:
+            left, right = min(centre_x - span_w / 2, extra[0]), max(centre_x + span_w / 2, extra[2])
+            top, bottom = min(centre_y - span_h / 2, extra[1]), max(centre_y + span_h / 2, extra[3])
+            centre_x, centre_y, span_w, span_h = (left + right) / 2, (top + bottom) / 2, right - left, bottom - top
+    want_w = min(max(span_w, min_size), image_w)
+    want_h = min(max(span_h, min_size), image_h)
     want_w, want_h = max(want_w, want_h / max_aspect), max(want_h, want_w / max_aspect)
     if want_w >= want_h:
         box_w, work_w = math.ceil(want_w), resolution
@@ -222,8 +154,8 @@ def plan_region(
         box_h, work_h = math.ceil(want_h), resolution
         work_w = min(_ceil_to(want_w * resolution / box_h, multiple), resolution)
         box_w = math.floor(box_h * work_w / resolution + 0.5)
-    left = _place((x0 + x1) / 2, box_w, image_w)
-    top = _place((y0 + y1) / 2, box_h, image_h)
+    left = _place(centre_x, box_w, image_w)
+    top = _place(centre_y, box_h, image_h)
     return Region(left, top, left + box_w, top + box_h, work_w, work_h, image_w, image_h)
 
 
@@ -269,7 +201,7 @@ def crop(
     """
     _check_source(images, region, "images")
     _check_source(masks, region, "masks")
-    _check_mask(masks, "masks")
+    check_mask(masks, "masks")
     images, masks = broadcast_batch(images, masks, names=("images", "masks"))
     return _cut(images, region, "bicubic"), _cut(masks, region, "bilinear")
 
@@ -291,7 +223,7 @@ def stitch(
     """
     _check_source(original, region, "original")
     _check_source(edit_mask, region, "edit_mask")
-    _check_mask(edit_mask, "edit_mask")
+    check_mask(edit_mask, "edit_mask")
     if tuple(edited_crop.shape[-2:]) != (region.height, region.width):
         raise ValueError(
             f"edited_crop is {tuple(edited_crop.shape[-2:])}; the region's working size is "
