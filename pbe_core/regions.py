@@ -140,8 +140,11 @@ def plan_region(
             )
         extra = mask_bbox(context_mask)
         if extra is not None:
-            left, right = min(centre_x - span_w / 2, extra[0]), max(centre_x + span_w / 2, extra[2])
-            top, bottom = min(centre_y - span_h / 2, extra[1]), max(centre_y + span_h / 2, extra[3])
+            # whole pixels, so that rounding the box to the working aspect never cuts the union
+            left = math.floor(min(centre_x - span_w / 2, extra[0]))
+            right = math.ceil(max(centre_x + span_w / 2, extra[2]))
+            top = math.floor(min(centre_y - span_h / 2, extra[1]))
+            bottom = math.ceil(max(centre_y + span_h / 2, extra[3]))
             centre_x, centre_y, span_w, span_h = (left + right) / 2, (top + bottom) / 2, right - left, bottom - top
     want_w = min(max(span_w, min_size), image_w)
     want_h = min(max(span_h, min_size), image_h)

@@ -13,6 +13,7 @@ from pbe_core.masks import fill_holes, hipass_mask
 from pbe_core.regions import mask_bbox, plan_region
 
 PROPERTY = settings(max_examples=40, deadline=None, database=None)
+MANY = settings(max_examples=200, deadline=None, database=None)
 
 
 def random_mask(seed: int, height: int, width: int, density: float) -> torch.Tensor:
@@ -65,16 +66,15 @@ def test_hipass_drops_faint_values_only():
     assert mask_bbox(hipass_mask(haze, 0.05)) == (90, 90, 110, 110)  # the crop no longer grows
 
 
-@PROPERTY
+@MANY
 @given(
-    seed=st.integers(0, 2**16),
     box=st.tuples(st.integers(0, 150), st.integers(0, 100), st.integers(1, 60), st.integers(1, 60)),
     extra=st.tuples(st.integers(0, 199), st.integers(0, 149), st.integers(1, 200), st.integers(1, 150)),
     context=st.floats(1.0, 2.0),
     max_aspect=st.sampled_from([1.0, 2.0, 4.0]),
     multiple=st.sampled_from([8, 16, 64]),
 )
-def test_context_mask_is_inside_the_crop(seed, box, extra, context, max_aspect, multiple):
+def test_context_mask_is_inside_the_crop(box, extra, context, max_aspect, multiple):
     height, width = 150, 200
     mask = torch.zeros(1, 1, height, width)
     x, y, w, h = box
