@@ -23,6 +23,7 @@ from . import conductor, prepare, sampling
 from .checkpoint import Models, load_models
 from .conductor import EditResult, SampleJob
 from .evaluate import region_clip_score
+from .options import EditOptions, resolve_device
 
 Compat = Literal["diffusers"] | None
 StepCallback = Callable[[int, int, torch.Tensor], None]
@@ -30,14 +31,6 @@ StepCallback = Callable[[int, int, torch.Tensor], None]
 
 class Interrupted(Exception):
     """The caller's `should_stop` asked to stop; nothing was produced."""
-
-
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -119,9 +112,15 @@ class CoreParts:
         options = {"generator": generators[0], "callback": self.callback}
         if self.sampler == "ddim":
             options["eta"] = self.eta
-        return sampling.sample(
+        latents = sampling.sample(
             self.sampler, eps_model, noise.to(self.device, self.dtype), self.schedule, self.steps, **options
         )
+        if not torch.isfinite(latents).all():
+            raise ValueError(
+                f"sampling produced NaN or infinite latents ({self.dtype} on {self.device.type}); "
+                "nothing was written. Try dtype float32 (--dtype fp32) or a lower guidance"
+            )
+        return latents
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.models.vae
@@ -141,7 +140,7 @@ class PaintByExample:
         cls, path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None
     ) -> PaintByExample:
         """Any layout `pbe_core.checkpoint` reads. Defaults: cuda > mps > cpu; fp16 on GPUs, fp32 on CPU."""
-        device = torch.device(device) if device is not None else default_device()
+        device = resolve_device(None if device is None else str(device))
         dtype = dtype or default_dtype(device)
         if device.type == "cpu" and dtype == torch.float16:
             raise ValueError("dtype float16 is not supported on the CPU; use float32 or bfloat16")
@@ -219,10 +218,15 @@ class PaintByExample:
         should_stop: Callable[[], bool] | None = None,
     ) -> EditResult:
         """The edit as tensors, every candidate ranked; `edit` returns PIL images. See `edit`."""
-        if compat not in (None, "diffusers"):
-            raise ValueError(f"compat must be None or 'diffusers'; got {compat!r}")
-        if sampler not in sampling.SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(sampling.SAMPLERS)}")
+        checked = EditOptions(
+            steps=steps, guidance=guidance, sampler=sampler, seed=seed, eta=eta,
+            batch_size=batch_size, candidates=candidates, region=region, context=context,
+            resolution=resolution, grow=grow, feather=feather, colour_match=colour_match,
+            exemplar_mode=exemplar_mode, negative_weight=negative_weight, compat=compat,
+        ).validate()
+        steps, guidance, seed = checked.steps, checked.guidance, checked.seed
+        if noise is not None and not torch.isfinite(noise).all():
+            raise ValueError("noise contains NaN or infinite values; pass finite noise or a seed")
         parts = self.parts(
             sampler=sampler, steps=steps, guidance=guidance, eta=eta, noise=noise, compat=compat,
             callback=callback, should_stop=should_stop,
