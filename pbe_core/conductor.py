@@ -21,6 +21,7 @@ import torch
 
 from . import colour, conditioning, prepare, regions
 from .evaluate import ImageTower, region_clip_score
+from .options import EditOptions
 
 
 @dataclass
@@ -163,14 +164,16 @@ def conduct_edit(
     candidates N > 1 draws seeds seed .. seed + N - 1 for one input and returns them all ranked
     by region CLIP score (on `score_tower`, by default the parts' own CLIP tower), best first.
     """
-    if region not in ("auto", "full"):
-        raise ValueError(f"region must be 'auto' or 'full'; got {region!r}")
-    if batch_size < 1 or candidates < 1:
-        raise ValueError(f"batch_size and candidates must be at least 1; got {batch_size}, {candidates}")
-    if batch_size > 1 and candidates > 1:
-        raise ValueError("give batch_size or candidates, not both: candidates ranks one input's seeds")
-    if not 0.0 <= colour_match <= 1.0:
-        raise ValueError(f"colour_match must be a strength within 0..1; got {colour_match}")
+    checked = EditOptions(
+        seed=seed, batch_size=batch_size, candidates=candidates, region=region, context=context,
+        resolution=resolution, grow=grow, feather=feather, fill_holes=fill_holes,
+        mask_hipass=mask_hipass, multiple=multiple, min_size=min_size, max_aspect=max_aspect,
+        colour_match=colour_match, exemplar_mode=exemplar_mode, negative_weight=negative_weight,
+    ).validate()  # the sampler's options are the parts'; theirs stay at valid defaults here
+    seed, batch_size, candidates, resolution, grow, feather, multiple, min_size = (
+        checked.seed, checked.batch_size, checked.candidates, checked.resolution, checked.grow,
+        checked.feather, checked.multiple, checked.min_size,
+    )
 
     pixels = prepare.image_to_tensor(image, "image")
     edit_mask = prepare.fit_mask_to_image(prepare.mask_to_tensor(mask, "mask"), pixels.shape[-2:])

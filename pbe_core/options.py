@@ -81,6 +81,11 @@ class EditOptions:
     resolution: int = 512
     grow: int = 0
     feather: int = 8
+    fill_holes: bool = False
+    mask_hipass: float = 0.0
+    multiple: int = 8
+    min_size: int = 128
+    max_aspect: float = 2.0
     colour_match: float = 0.0
     exemplar_mode: str | None = None
     negative_weight: float = 1.0
@@ -108,6 +113,14 @@ class EditOptions:
         self.resolution = _integer("resolution", self.resolution, MIN_RESOLUTION)
         self.grow = _integer("grow", self.grow)
         self.feather = _integer("feather", self.feather, 0)
+        if not isinstance(self.fill_holes, bool):
+            raise OptionError("fill_holes", f"must be True or False; got {self.fill_holes!r}")
+        self.mask_hipass = _real("mask_hipass", self.mask_hipass, 0)
+        if self.mask_hipass > 1:
+            raise OptionError("mask_hipass", f"is a mask value within 0..1; got {self.mask_hipass:g}")
+        self.multiple = _integer("multiple", self.multiple, 1, self.resolution)
+        self.min_size = _integer("min_size", self.min_size, 1)
+        self.max_aspect = _real("max_aspect", self.max_aspect, 1)
         self.colour_match = _real("colour_match", self.colour_match, 0)
         if self.colour_match > 1:
             raise OptionError("colour_match", f"is a strength within 0..1; got {self.colour_match:g}")

@@ -153,3 +153,16 @@ def test_candidates_with_another_tower_and_bad_combinations(pipe, tiny):
         pipe.run(scene(), box_mask(), exemplar(), candidates=2, batch_size=2, **common)
     with pytest.raises(ValueError, match="repeats one input"):
         pipe.run([scene(), scene()], box_mask(), exemplar(), candidates=2, **common)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("multiple", 0), ("mask_hipass", 1.5), ("fill_holes", "yes"), ("max_aspect", 0.5),
+    ("min_size", 0), ("colour_match", -0.1), ("candidates", 0), ("region", "box"),
+])
+def test_the_conductor_checks_its_options_for_every_host(tiny, option, value):
+    from pbe_core.options import OptionError
+
+    host = HostParts(tiny, 1, guidance=5.0)
+    with pytest.raises(OptionError, match=f"^{option} "):
+        conduct_edit(host, scene(), box_mask(), exemplar(), **{option: value})
+    assert host.jobs == [] and host.masked == []  # refused before any work
