@@ -127,8 +127,9 @@ def _spread_along_rows(background: torch.Tensor, reached: torch.Tensor) -> torch
     """Every run of background pixels in a row that holds a reached pixel is reached."""
     height, width = background.shape
     # a run's id: its row, and how many non-background pixels precede it in the row
-    runs = torch.cumsum(~background, dim=1) + torch.arange(height).view(-1, 1) * (width + 1)
-    hit = torch.zeros(height * (width + 1) + 1, dtype=torch.float32)
+    rows = torch.arange(height, device=background.device).view(-1, 1)
+    runs = torch.cumsum(~background, dim=1) + rows * (width + 1)
+    hit = torch.zeros(height * (width + 1) + 1, dtype=torch.float32, device=background.device)
     hit.scatter_reduce_(0, runs.flatten(), reached.flatten().float(), "amax")
     return background & (hit[runs] > 0)
 
