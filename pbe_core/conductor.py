@@ -71,16 +71,21 @@ class EditResult:
     seeds: list[int] | None = None  # the seed each candidate was drawn with, in that order
 
 
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+def _per_exemplar(exemplar, exemplar_mask) -> tuple[list, list]:
+    """One picture or a list, with one mask for all (or None) or a list of one per picture."""
+    exemplars = list(exemplar) if isinstance(exemplar, (list, tuple)) else [exemplar]
+    if isinstance(exemplar_mask, (list, tuple)):
+        masks = list(exemplar_mask)
+    else:
+        masks = [exemplar_mask] * len(exemplars)
+    if len(masks) != len(exemplars):
+        raise ValueError(f"exemplar_mask has {len(masks)} entries for {len(exemplars)} exemplars")
+    return exemplars, masks
 
 
 def _encode(parts: EditParts, exemplar, mode, exemplar_mask=None) -> torch.Tensor:
     """Each exemplar prepared alone (a list may hold pictures of different sizes), encoded at once."""
-    exemplars = _as_list(exemplar)
-    masks = _as_list(exemplar_mask) if isinstance(exemplar_mask, (list, tuple)) else [exemplar_mask] * len(exemplars)
-    if len(masks) != len(exemplars):
-        raise ValueError(f"exemplar_mask has {len(masks)} entries for {len(exemplars)} exemplars")
+    exemplars, masks = _per_exemplar(exemplar, exemplar_mask)
     pixels = torch.cat([
         prepare.prepare_exemplar(picture, size=parts.exemplar_size, mode=mode, exemplar_mask=picture_mask)
         for picture, picture_mask in zip(exemplars, masks, strict=True)
@@ -109,11 +114,10 @@ def rank_candidates(result: EditResult, edit_mask, exemplar, tower: ImageTower, 
 
     Several exemplars (blended): the score is their weighted mean, with the blend's weights.
     """
-    exemplars = _as_list(exemplar)
-    masks = _as_list(exemplar_mask) if isinstance(exemplar_mask, (list, tuple)) else [exemplar_mask] * len(exemplars)
+    exemplars, masks = _per_exemplar(exemplar, exemplar_mask)
     weights = list(exemplar_weights) if exemplar_weights is not None else [1.0] * len(exemplars)
-    if len(weights) != len(exemplars) or len(masks) != len(exemplars):
-        raise ValueError("candidates: give one weight and one mask (or none) per exemplar")
+    if len(weights) != len(exemplars):
+        raise ValueError(f"candidates: {len(weights)} exemplar_weights for {len(exemplars)} exemplars")
     scores = sum(
         weight * region_clip_score(result.images, edit_mask, picture, tower, exemplar_mask=picture_mask)
         for picture, picture_mask, weight in zip(exemplars, masks, weights, strict=True)
@@ -186,7 +190,9 @@ def conduct_edit(
         context_mask = regions.hipass_mask(context_mask, mask_hipass)
     cond = encode_exemplars(parts, exemplar, mode=exemplar_mode, exemplar_mask=exemplar_mask,
                             weights=exemplar_weights)
-    pixels, edit_mask, cond = prepare.broadcast_batch(pixels, edit_mask, cond, names=("image", "mask", "exemplar"))
+    pixels, edit_mask, cond = prepare.broadcast_batch(
+        pixels, edit_mask, cond, names=("image", "mask", "exemplar")
+    )
     repeat = max(batch_size, candidates)
     if repeat > 1:
         if pixels.shape[0] != 1:
@@ -198,7 +204,8 @@ def conduct_edit(
 
     if torch.all(prepare.edit_to_keep_mask(edit_mask) == 1):
         warnings.warn("the mask is empty: nothing to edit, returning the input unchanged", stacklevel=3)
-        return EditResult(pixels.clone(), pixels.clone(), torch.empty(0), regions.plan_full(pixels.shape[-2:]))
+        whole = regions.plan_full(pixels.shape[-2:])
+        return EditResult(pixels.clone(), pixels.clone(), torch.empty(0), whole)
 
     plan = (
         regions.plan_region(

@@ -4,9 +4,10 @@
     [result] = pipe.edit(photo, mask, exemplar, seed=0)
 
 The edit's sequence is `pbe_core.conductor`'s, shared with the hosts; here are pbe_core's own
-parts for it (`CoreParts`: its VAE, samplers and guidance) and the loaded models. The user's mask (white = edit) is cropped with the image by `regions`, turned into the model's
-keep-mask once by `prepare.edit_to_keep_mask`, and the edit is stitched back so that every pixel
-outside the (grown, feathered) mask is the input's own.
+parts for it (`CoreParts`: its VAE, samplers and guidance) and the loaded models. The user's
+mask (white = edit) is cropped with the image by `regions`, turned into the model's keep-mask
+once by `prepare.edit_to_keep_mask`, and the edit is stitched back so that every pixel outside
+the (grown, feathered) mask is the input's own.
 """
 
 from __future__ import annotations
