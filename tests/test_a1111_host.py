@@ -34,7 +34,7 @@ from pbe_core.pipeline import PaintByExample
 from pbe_core.testing import tiny_weights, write_layout
 
 REPO = Path(__file__).resolve().parents[1]
-EXTENSION_PARTS = ("scripts", "pbe_core", "install.py", "metadata.ini", "requirements.txt")
+EXTENSION_PARTS = ("scripts", "pbe_webui", "pbe_core", "install.py", "metadata.ini", "requirements.txt")
 SCRIPT = "paint by example"
 MODEL = "model.safetensors"
 START_TIMEOUT_S = 120
