@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import secrets
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from . import keymaps
+from .files import atomic_write
 from .models.configs import (
     ConfigError,
     infer_encoder_config,
@@ -82,6 +83,15 @@ def _file_kind(path: Path) -> str:
     return "unknown"
 
 
+def _is_torch_zip(path: Path) -> bool:
+    """torch.save's zip files hold `<archive>/data.pkl`; other zips are not checkpoints."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return True  # damaged: let the reader report it as such
+
+
 def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     if dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype:
         return tensor
@@ -122,6 +132,11 @@ def read_file(path: str | os.PathLike, dtype: torch.dtype | None = None) -> Stat
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file. Supported layouts: {', '.join(LAYOUTS)}.")
     kind = _file_kind(path)
+    if kind == "zip-pickle" and not _is_torch_zip(path):
+        raise CheckpointError(
+            f"{path}: a plain zip archive, not a PyTorch checkpoint (no data.pkl inside). If it "
+            "holds the model, unpack it and pass the .ckpt, .safetensors or folder it contains."
+        )
     try:
         if kind == "safetensors" and dtype is not None:
             state = _read_safetensors_cast(path, dtype)
@@ -339,23 +354,6 @@ def encoder_state_dict(encoder: ExemplarEncoder) -> StateDict:
 
 def weights_of(models: Models) -> Weights:
     return Weights(models.unet.state_dict(), models.vae.state_dict(), encoder_state_dict(models.encoder), models.layout)
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """`write(temporary_path)`, then rename it onto `path`: a reader never sees half a file.
-    The temporary file is created with mode 0o666 less the umask, as a plain open() would be
-    (mkstemp's 0o600 would make outputs unreadable to the rest of a shared install)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        write(str(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _cast(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> StateDict:

@@ -2,7 +2,8 @@
 
     result = conduct_edit(parts, image, mask, exemplar, seed=0, region="auto", ...)
 
-The sequence: read the inputs, encode the exemplar(s), pair them with the images, plan the
+The sequence: check the options (`options.EditOptions`), read the inputs (the edit mask decided
+pixel by pixel once, `prepare.binary_edit_mask`), encode the exemplar(s), pair them with the images, plan the
 region, crop, make the keep-mask and the masked image, encode it (VAE part), sample (sampler
 part), decode (VAE part), stitch, colour match, and with `candidates` rank them by the region
 CLIP score. `pbe_core.pipeline.CoreParts` are pbe_core's own sampling and VAE; ComfyUI's node
@@ -45,6 +46,8 @@ class EditParts(Protocol):
 
     def unconditional(self) -> torch.Tensor:
         """The learned unconditional vector (1, 1, ctx)."""
+
+    # Optional: check_memory(work_hw, batch) raises before any work when the edit cannot fit.
 
     def encode_masked(self, masked: torch.Tensor) -> Any:
         """(B, 3, h, w) masked image in [-1, 1] (edit region 0) -> its latent, as `sample` takes it."""
@@ -130,6 +133,21 @@ def rank_candidates(result: EditResult, edit_mask, exemplar, tower: ImageTower, 
     )
 
 
+def _check_grow(edit_mask: torch.Tensor, grow: int) -> None:
+    """A negative grow that erodes a mask away would throw the whole edit away: refuse it."""
+    box = regions.mask_bbox(edit_mask)
+    if grow >= 0 or box is None:
+        return
+    x0, y0, x1, y1 = box  # one pixel of the (empty) surroundings keeps the erosion exact
+    window = edit_mask[..., max(y0 - 1, 0) : y1 + 1, max(x0 - 1, 0) : x1 + 1]
+    left = regions.grow_mask(window, grow).amax(dim=(1, 2, 3))
+    if bool(((left == 0) & (window.amax(dim=(1, 2, 3)) > 0)).any()):
+        raise ValueError(
+            f"grow {grow} shrinks the mask to nothing (it is {x1 - x0}x{y1 - y0} px at most), so "
+            "the edit would be thrown away; use a smaller shrink or grow >= 0"
+        )
+
+
 @torch.inference_mode()
 def conduct_edit(
     parts: EditParts,
@@ -184,6 +202,8 @@ def conduct_edit(
     edit_mask = regions.hipass_mask(edit_mask, mask_hipass)
     if fill_holes:
         edit_mask = regions.fill_holes(edit_mask)
+    edit_mask = prepare.binary_edit_mask(edit_mask)  # faint noise never reaches kept pixels
+    _check_grow(edit_mask, grow)
     if context_mask is not None:
         context_mask = prepare.mask_to_tensor(context_mask, "context_mask")
         context_mask = prepare.fit_mask_to_image(context_mask, pixels.shape[-2:], "context_mask")
@@ -215,6 +235,8 @@ def conduct_edit(
         if region == "auto"
         else regions.plan_full(pixels.shape[-2:], multiple)
     )
+    if hasattr(parts, "check_memory"):  # optional: parts that can tell refuse what cannot fit
+        parts.check_memory((plan.height, plan.width), batch)
     crop_pixels, crop_mask = regions.crop(pixels, edit_mask, plan)
     keep = prepare.edit_to_keep_mask(crop_mask)
     masked_latent = parts.encode_masked(prepare.masked_image(prepare.to_model_range(crop_pixels), keep))

@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from PIL import Image
 
-from . import conductor, prepare, sampling
+from . import conductor, memory, prepare, sampling
 from .checkpoint import Models, load_models
 from .conductor import EditResult, SampleJob
 from .evaluate import region_clip_score
@@ -78,6 +78,10 @@ class CoreParts:
     def unconditional(self) -> torch.Tensor:
         return self.models.encoder.unconditional(1)
 
+    def check_memory(self, work_hw: tuple[int, int], batch: int) -> None:
+        """Refuse an edit whose working memory cannot fit (`pbe_core.memory`), before any work."""
+        memory.check_fits(self.models, work_hw, batch, self.dtype, self.device)
+
     def encode_masked(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The VAE posterior's (mean, std): `sample` takes its mode, or a draw in compat mode."""
         return self.models.vae.encode_moments(masked.to(self.device, self.dtype))
@@ -117,9 +121,10 @@ class CoreParts:
             self.sampler, eps_model, noise.to(self.device, self.dtype), self.schedule, self.steps, **options
         )
         if not torch.isfinite(latents).all():
+            fix = "a lower guidance" + (" or dtype float32" if self.dtype != torch.float32 else "")
             raise ValueError(
-                f"sampling produced NaN or infinite latents ({self.dtype} on {self.device.type}); "
-                "nothing was written. Try dtype float32 (--dtype fp32) or a lower guidance"
+                f"sampling produced NaN or infinite latents ({str(self.dtype).removeprefix('torch.')} "
+                f"on {self.device.type}), so no image is returned; use {fix}"
             )
         return latents
 

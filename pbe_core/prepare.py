@@ -112,13 +112,14 @@ def image_to_tensor(
             [image_to_tensor(p, f"{name}[{i}]", channels_last) for i, p in enumerate(image)], name
         )
     if isinstance(image, Image.Image):
+        _check_open(image, name)
         if image.mode in _HIGH_DEPTH_MODES:
             data = _pil_high_depth(image, name)
         else:
             try:
                 data = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
             except (ValueError, OSError) as error:
-                raise ValueError(f"{name}: PIL mode {image.mode} is not readable") from error
+                raise ValueError(f"{name}: PIL mode {image.mode} is not readable ({error})") from None
     elif isinstance(image, (np.ndarray, torch.Tensor)):
         data = image
     else:
@@ -130,32 +131,67 @@ def image_to_tensor(
     return rgb.contiguous().float()
 
 
+def _check_open(picture: Image.Image, name: str) -> None:
+    """A PIL image whose file was closed before its pixels were read has no pixels to give."""
+    closed = ValueError(
+        f"{name}: the PIL image was closed before its pixels were read; call .load() or "
+        ".copy() inside the `with Image.open(...)` block, or open it again"
+    )
+    if getattr(picture, "_im", True) is None and getattr(picture, "fp", True) is None:
+        raise closed  # lazily opened, never loaded, file closed
+    try:
+        picture.load()
+    except ValueError:  # Pillow: "Operation on closed image"
+        raise closed from None
+    except OSError as error:
+        raise ValueError(f"{name}: the PIL image's file is truncated or damaged ({error})") from None
+
+
+def _has_transparency(alpha: np.ndarray) -> bool:
+    return alpha.dtype.kind in "biu" and alpha.size > 0 and int(alpha.min()) < np.iinfo(alpha.dtype).max
+
+
 def _pil_mask(mask: Image.Image, name: str) -> np.ndarray:
     """A PIL mask as an (H, W) array, white = edit.
 
-    Colour and grey masks use their luminance (PIL "L", as the reference does). A mask with
-    transparency uses its alpha (opaque = edit) only where the colour is one flat colour and
-    the alpha varies, i.e. strokes painted on a transparent layer; otherwise the alpha is ignored.
+    As the webui reads an uploaded mask: where the mask has transparency (an alpha channel that
+    is not opaque everywhere), its alpha is the mask (opaque = edit), whatever the colours: strokes
+    painted on a transparent layer mark what they cover. Otherwise its luminance (PIL "L", as
+    the reference does).
     """
+    _check_open(mask, name)
     if mask.mode in _HIGH_DEPTH_MODES:
         return _pil_high_depth(mask, name)
     has_alpha = mask.mode in _ALPHA_MODES or (mask.mode == "P" and "transparency" in mask.info)
     try:
-        if not has_alpha:
-            return np.asarray(mask.convert("L"))
-        rgba = mask.convert("RGBA")
+        if has_alpha:
+            alpha = np.asarray(mask.convert("RGBA").getchannel("A"))
+            if _has_transparency(alpha):
+                return alpha
+        return np.asarray(mask.convert("L"))
     except (ValueError, OSError) as error:
-        raise ValueError(f"{name}: PIL mode {mask.mode!r} cannot be read as a mask") from error
-    luminance, alpha = rgba.convert("L"), rgba.getchannel("A")
-    flat_colour = luminance.getextrema()[0] == luminance.getextrema()[1]
-    varying_alpha = alpha.getextrema()[0] != alpha.getextrema()[1]
-    return np.asarray(alpha if flat_colour and varying_alpha else luminance)
+        raise ValueError(f"{name}: PIL mode {mask.mode!r} cannot be read as a mask ({error})") from None
+
+
+def _colour_mask(values: torch.Tensor) -> torch.Tensor:
+    """A channels-last colour mask (..., H, W, 3 or 4) -> (..., H, W): the alpha where it has
+    transparency, else the luminance (ITU-R 601, PIL's "L")."""
+    if values.shape[-1] == 4 and bool((values[..., 3] < 1).any()):
+        return values[..., 3]
+    red, green, blue = values[..., 0], values[..., 1], values[..., 2]
+    return red * 0.299 + green * 0.587 + blue * 0.114
+
+
+def _is_colour_layout(shape: Sequence[int]) -> bool:
+    """(H, W, 3|4) or (B, H, W, 3|4): a colour picture used as a mask (H and W above 4)."""
+    return len(shape) in (3, 4) and shape[-1] in (3, 4) and shape[-2] > 4 and shape[-3] > 4
 
 
 def mask_to_tensor(mask: ImageInput, name: str = "mask") -> torch.Tensor:
     """Any mask -> (B, 1, H, W) float32 in [0, 1], same polarity, NOT binarised.
 
-    PIL: see `_pil_mask`. Arrays and tensors: (H, W), (B, H, W) or (B, 1, H, W); bool, uint8
+    PIL: see `_pil_mask`. Arrays and tensors: (H, W), (B, H, W) or (B, 1, H, W), or a colour
+    mask (H, W, 3|4) / (B, H, W, 3|4) read as `_pil_mask` reads colour pictures; bool, uint8
     (0..255), uint16 (0..65535), integers (0/1 or 0..255) or floats (0..1, or 0..255 when the
     max exceeds 1 + 1/255, checked to stay within 255). A list or tuple becomes a batch.
     """
@@ -168,6 +204,8 @@ def mask_to_tensor(mask: ImageInput, name: str = "mask") -> torch.Tensor:
     else:
         raise TypeError(f"{name} must be a PIL image, numpy array or tensor; got {type(mask)}")
     values = _to_unit_float(data, name)
+    if _is_colour_layout(values.shape):
+        values = _colour_mask(values)
     if values.ndim == 2:
         values = values[None, None]
     elif values.ndim == 3:
@@ -220,15 +258,25 @@ def fit_mask_to_image(
     return F.interpolate(mask, size=(image_h, image_w), mode="nearest-exact")
 
 
-def edit_to_keep_mask(edit_mask: torch.Tensor) -> torch.Tensor:
-    """The user's edit mask (1 = edit) -> the model's binary KEEP mask (1 = keep).
+def binary_edit_mask(edit_mask: torch.Tensor) -> torch.Tensor:
+    """The user's edit mask (1 = edit) decided pixel by pixel: 1 where edited, 0 where kept.
 
-    THE one place that flips polarity and binarises. As the reference: keep = (1 - edit) >= 0.5,
-    so an edit value of exactly 0.5 is kept, anything above 0.5 is edited.
+    The threshold of `edit_to_keep_mask` (above 0.5 is edited), applied at the source's size so
+    that faint noise in a mask (a few levels of 255) neither widens the crop nor lets the stitch
+    blend into pixels the model keeps: those stay the input's own.
     """
     if edit_mask.ndim != 4 or edit_mask.shape[1] != 1:
         raise ValueError(f"edit_mask must be (B, 1, H, W); got {tuple(edit_mask.shape)}")
-    return ((1 - edit_mask) >= 0.5).to(edit_mask.dtype)
+    return (edit_mask > 0.5).to(edit_mask.dtype)
+
+
+def edit_to_keep_mask(edit_mask: torch.Tensor) -> torch.Tensor:
+    """The user's edit mask (1 = edit) -> the model's binary KEEP mask (1 = keep).
+
+    THE one place that flips polarity. As the reference: keep = (1 - edit) >= 0.5, so an edit
+    value of exactly 0.5 is kept, anything above 0.5 is edited (`binary_edit_mask`'s threshold).
+    """
+    return 1 - binary_edit_mask(edit_mask)
 
 
 def to_model_range(image01: torch.Tensor) -> torch.Tensor:
@@ -289,6 +337,31 @@ def _fit_exemplar(picture: Image.Image, size: int, mode: ExemplarMode) -> Image.
     return picture.crop((left, top, left + size, top + size))
 
 
+def exemplar_alpha(exemplar: ImageInput) -> torch.Tensor | None:
+    """An exemplar's own alpha as its object mask, (B, 1, H, W) with 1 = opaque = the object;
+    None when it has no transparency (no alpha channel, or opaque everywhere)."""
+    if isinstance(exemplar, (list, tuple)):
+        alphas = [exemplar_alpha(picture) for picture in exemplar]
+        if all(alpha is None for alpha in alphas):
+            return None
+        sizes = [image_to_tensor(picture, "exemplar").shape[-2:] for picture in exemplar]
+        return torch.cat([
+            alpha if alpha is not None else torch.ones(1, 1, *size)
+            for alpha, size in zip(alphas, sizes, strict=True)
+        ])
+    if isinstance(exemplar, Image.Image):
+        if not (exemplar.mode in _ALPHA_MODES or (exemplar.mode == "P" and "transparency" in exemplar.info)):
+            return None
+        _check_open(exemplar, "exemplar")
+        alpha = np.asarray(exemplar.convert("RGBA").getchannel("A"))
+        return torch.from_numpy(alpha.astype(np.float32) / 255)[None, None] if _has_transparency(alpha) else None
+    if isinstance(exemplar, (np.ndarray, torch.Tensor)) and exemplar.ndim >= 3:
+        pixels = _to_bchw(_to_unit_float(exemplar, "exemplar"), "exemplar", None)
+        if pixels.shape[1] == 4 and bool((pixels[:, 3] < 1).any()):
+            return pixels[:, 3:4].contiguous()
+    return None
+
+
 def prepare_exemplar(
     exemplar: ImageInput,
     size: int = 224,
@@ -305,7 +378,8 @@ def prepare_exemplar(
     "pad": pad to a square with grey, then resize. `exemplar_mask` (white = object, resized to the
     exemplar by `fit_mask_to_image`): the background is blended to grey through the soft mask and
     the picture cropped to the box of mask > 0.5 before the mode applies, so the model sees the
-    object, not its surroundings.
+    object, not its surroundings. Without `exemplar_mask`, an exemplar with transparency (a
+    cut-out PNG, a 4-channel array) uses its alpha as that mask (`exemplar_alpha`).
     """
     from .regions import mask_bbox  # regions imports this module, so import at call time
 
@@ -316,7 +390,9 @@ def prepare_exemplar(
     if not all(math.isfinite(s) and s > 0 for s in std):
         raise ValueError(f"std must be positive; got {tuple(std)}")
     pixels = image_to_tensor(exemplar, "exemplar")
-    masks = None
+    masks, mask_name = None, "exemplar_mask"
+    if exemplar_mask is None:
+        exemplar_mask, mask_name = exemplar_alpha(exemplar), "the exemplar's alpha"
     if exemplar_mask is not None:
         masks = fit_mask_to_image(
             mask_to_tensor(exemplar_mask, "exemplar_mask"), pixels.shape[-2:], "exemplar_mask"
@@ -327,7 +403,10 @@ def prepare_exemplar(
         if masks is not None:
             box = mask_bbox(masks[index : index + 1], threshold=0.5)
             if box is None:
-                raise ValueError(f"exemplar_mask[{index}] marks nothing (no value above 0.5)")
+                raise ValueError(
+                    f"{mask_name} (exemplar {index}) marks nothing (no value above 0.5): the "
+                    "object would be empty; mark the object white (or opaque)"
+                )
             x0, y0, x1, y1 = box
             picture = picture * masks[index] + EXEMPLAR_GREY * (1 - masks[index])
             picture = picture[:, y0:y1, x0:x1]
