@@ -279,6 +279,15 @@ def demo(args: argparse.Namespace) -> None:
     )
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, off, required)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its usage errors on one line like every other error."""
 
@@ -293,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(
-            name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+            name, help=help, description=help, formatter_class=_HelpWithDefaults
         )
 
     p = command("edit", "place an exemplar's object into the masked region of an image")

@@ -177,14 +177,17 @@ def test_mask_colour_uses_luminance_like_pil():
     assert torch.equal(mask_to_tensor(colour)[0, 0], expected)
 
 
-def test_mask_alpha_used_only_for_flat_colour_strokes():
+def test_mask_with_transparency_is_its_alpha_as_the_webui_reads_it():
     alpha = np.array([[0, 255, 77]], dtype=np.uint8)
     flat_white = np.full((1, 3, 3), 255, dtype=np.uint8)
     strokes = Image.fromarray(np.concatenate([flat_white, alpha[..., None]], axis=2), mode="RGBA")
     assert torch.equal(mask_to_tensor(strokes).flatten(), torch.tensor([0, 255, 77]) / 255)
-    painted = np.array([[[0] * 3, [255] * 3, [0] * 3]], dtype=np.uint8)  # colour carries the mask
-    picture = Image.fromarray(np.concatenate([painted, alpha[..., None]], axis=2), mode="RGBA")
-    assert mask_to_tensor(picture).flatten().tolist() == [0.0, 1.0, 0.0]
+    # black strokes on a transparent layer whose hidden colour is white: the strokes are the mask
+    black_on_clear = np.array([[[255] * 3, [0] * 3, [0] * 3]], dtype=np.uint8)
+    picture = Image.fromarray(np.concatenate([black_on_clear, alpha[..., None]], axis=2), mode="RGBA")
+    assert torch.equal(mask_to_tensor(picture).flatten(), torch.tensor([0, 255, 77]) / 255)
+    opaque = np.concatenate([black_on_clear, np.full((1, 3, 1), 255, np.uint8)], axis=2)
+    assert mask_to_tensor(Image.fromarray(opaque, mode="RGBA")).flatten().tolist() == [1.0, 0.0, 0.0]
 
 
 def test_mask_arrays_and_tensors():
