@@ -56,7 +56,7 @@ def test_batch_writes_numbered_files(inputs, tiny_paths):
     [
         (lambda args, d: args.__setitem__(args.index("--out") + 1, str(d / "nope" / "o.png")), "does not exist"),
         (lambda args, d: args.__setitem__(args.index("--image") + 1, str(d / "absent.png")), "--image: no such file"),
-        (lambda args, d: args.__setitem__(args.index("--model") + 1, str(d / "absent.ckpt")), "no model at"),
+        (lambda args, d: args.__setitem__(args.index("--model") + 1, str(d / "absent.ckpt")), "--model: no such file"),
         (lambda args, d: args.__setitem__(args.index("--exemplar") + 1, str(d / "mask.png")) or
          args.__setitem__(args.index("--mask") + 1, str(d / "notes.txt")), "not an image"),
     ],
