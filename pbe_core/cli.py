@@ -1,4 +1,4 @@
-"""`python -m pbe_core edit | convert | download | demo`.
+"""`python -m pbe_core edit | convert | download | demo | evaluate`.
 
 Every argument and the output path are checked before anything heavy is imported or loaded;
 a user mistake is one line on stderr and exit status 2 (130 for Ctrl-C, 143 for SIGTERM), and
@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from . import download as downloads
+from . import evaluate_cli
 from .options import SAMPLERS, EditOptions, OptionError
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -370,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="pbe-demo", help="folder for the model, inputs and result")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
     p.set_defaults(run=demo)
+
+    evaluate_cli.add_parser(commands)
     return parser
 
 

@@ -8,7 +8,7 @@ tower Paint by Example conditions on), or another one passed in (e.g. the paper'
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -112,3 +112,91 @@ def region_clip_score(
     features = image_features(tower, torch.cat([reference, *regions]))
     features = torch.nn.functional.normalize(features, dim=-1)
     return 100 * (features[1:] @ features[0])
+
+
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """The Frechet distance between Gaussians fitted to two feature sets (N, D) and (M, D):
+    |mu_a - mu_b|^2 + tr(C_a + C_b - 2 (C_a^1/2 C_b C_a^1/2)^1/2), FID's formula.
+
+    In float64, with both matrix square roots taken of symmetric matrices by eigendecomposition
+    (negative round-off eigenvalues clipped to 0), so it stays real and stable when a covariance
+    is singular (fewer samples than dimensions), where the product form sqrtm(C_a C_b) is not.
+    """
+    a, b = (torch.as_tensor(f).double() for f in (features_a, features_b))
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"features must be (N, D) and (M, D) with the same D; got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if min(a.shape[0], b.shape[0]) < 2:
+        raise ValueError("each feature set needs at least 2 pictures to have a covariance")
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    root_a = _sqrt_psd(cov_a)
+    middle = _sqrt_psd(root_a @ cov_b @ root_a)
+    mean_term = (a.mean(0) - b.mean(0)).square().sum()
+    return float(mean_term + cov_a.trace() + cov_b.trace() - 2 * middle.trace())
+
+
+def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
+    symmetric = (matrix + matrix.T) / 2
+    values, vectors = torch.linalg.eigh(symmetric)
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+
+
+def clip_fid(results: Sequence, references: Sequence, tower: ImageTower, size: int | None = None) -> float:
+    """FID on CLIP image features (the paper's "FID") between two sets of pictures (anything
+    `prepare` reads, any sizes), each prepared as exemplars are (squashed to the tower's square,
+    CLIP mean/std)."""
+    tower = _unwrap(tower)
+    size = size or _tower_size(tower)
+    features = [
+        image_features(tower, torch.cat([prepare.prepare_exemplar(picture, size=size) for picture in pictures]))
+        for pictures in (results, references)
+    ]
+    return frechet_distance(*features)
+
+
+def toy_agreement(
+    results: torch.Tensor, edit_mask: torch.Tensor, colours: Sequence[int], shapes: Sequence[int]
+) -> dict[str, float]:
+    """How often toy-world edits show the exemplar's object: the share of results whose edited
+    region (mask > 0.5) is dominated by the exemplar's palette colour, and whose blob of that
+    colour has the exemplar's shape. results (N, 3, H, W) in [0, 1]; edit_mask (1 or N, 1, H, W);
+    colours, shapes: the exemplars' indices into `toy.COLOURS` and `toy.SHAPES`."""
+    from .train import toy
+
+    results, edit_mask = prepare.broadcast_batch(results, edit_mask, names=("results", "edit_mask"))
+    if not len(colours) == len(shapes) == results.shape[0]:
+        raise ValueError(f"need one colour and one shape per result ({results.shape[0]})")
+    colour_hits = shape_hits = 0
+    for picture, mask, colour, shape in zip(results, edit_mask, colours, shapes, strict=True):
+        rgb = picture.permute(1, 2, 0).float().numpy()
+        region = mask[0].numpy() > 0.5
+        found = toy.dominant_colour(rgb, region)
+        if found is None:
+            continue
+        colour_hits += found == colour
+        shape_hits += toy.classify_shape(toy.colour_mask(rgb, region, found)) == shape
+    count = results.shape[0]
+    return {"colour": colour_hits / count, "shape": shape_hits / count, "count": count}
+
+
+def toy_world_agreement(
+    pipe, cases: Sequence, guidance: float, *, shuffle: bool = False, steps: int = 25,
+    sampler: str = "ddim", seed: int = 0, chunk: int = 32,
+) -> dict[str, float]:
+    """Edit the held-out toy cases (`toy.toy_cases`) with `pipe` and measure `toy_agreement`
+    against each case's exemplar. shuffle: the control, each edit is given another case's
+    exemplar (a fixed derangement) but scored against its own."""
+    cases = list(cases)
+    given = [cases[(i + 1) % len(cases)] for i in range(len(cases))] if shuffle else cases
+    pictures = []
+    for start in range(0, len(cases), chunk):
+        part = slice(start, start + chunk)
+        result = pipe.run(
+            [c.scene for c in cases[part]], [c.mask for c in cases[part]],
+            [c.exemplar for c in given[part]], steps=steps, guidance=guidance, sampler=sampler,
+            seed=seed + start, region="full",
+        )
+        pictures.append(result.images)
+    masks = torch.stack([torch.from_numpy(c.mask).float()[None] / 255 for c in cases])
+    return toy_agreement(torch.cat(pictures), masks, [c.colour for c in cases], [c.shape for c in cases])
