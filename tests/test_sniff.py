@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pbe_core.sniff import paint_by_example_problem
+from pbe_core.sniff import lora_problem, paint_by_example_problem
 from pbe_core.testing import tiny_weights, write_layout
 
 
@@ -78,3 +78,36 @@ def test_diffusers_folders(tmp_path):
     assert "StableDiffusionPipeline" in paint_by_example_problem(other)
     (tmp_path / "bare" / "unet").mkdir(parents=True)
     assert "image_encoder" in paint_by_example_problem(tmp_path / "bare")
+
+
+def lora_file(tmp_path, keys, metadata=None):
+    path = tmp_path / "lora.safetensors"
+    save_file({key: torch.zeros(1) for key in keys}, path, metadata=metadata)
+    return path
+
+
+PBE_LORA_KEYS = [
+    "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.lora_down.weight",
+    "cond_stage_model.mapper.resblocks.0.attn.in_proj_weight",
+    "learnable_vector",
+]
+
+
+def test_a_paint_by_example_lora_is_a_lora_not_a_model(tmp_path):
+    path = lora_file(tmp_path, PBE_LORA_KEYS, {"pbe_lora": "{}"})
+    assert lora_problem(path) is None
+    assert paint_by_example_problem(path) == "a LoRA, not a full model"
+
+
+@pytest.mark.parametrize(
+    ("keys", "reason"),
+    [
+        (["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"], "text-conditioned"),
+        (PBE_LORA_KEYS, "without the Paint by Example description"),
+        (["model.diffusion_model.input_blocks.0.0.weight"], "no LoRA"),
+    ],
+)
+def test_other_files_are_no_paint_by_example_lora(tmp_path, keys, reason):
+    assert reason in lora_problem(lora_file(tmp_path, keys))
+    (tmp_path / "old.ckpt").write_bytes(b"PK\x03\x04 not really")
+    assert lora_problem(tmp_path / "old.ckpt") == "not a safetensors file"
