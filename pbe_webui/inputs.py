@@ -33,6 +33,8 @@ SAMPLERS = {
 }
 EXEMPLAR_MODES = ("squash", "crop", "pad")
 CROP_CONTEXT_RANGE = (1.0, 4.0)  # the mask box scaled by 1x to 4x
+MAX_CANDIDATES = 16  # "best of N"
+LORA_STRENGTH_RANGE = (-2.0, 2.0)
 LATENT_UPSCALE = 3  # the webui's resize mode "Just resize (latent upscale)"
 
 
@@ -50,14 +52,22 @@ def read_picture(value, name: str) -> Image.Image | None:
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
-        picture = Image.open(io.BytesIO(base64.b64decode(text, validate=True)))
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise not_an_image(name, "the text is not valid base64") from None
+    try:
+        picture = Image.open(io.BytesIO(data))
         picture.load()
-    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as error:
-        raise PaintByExampleError(
-            f"{name}: not a base64-encoded image ({error}). Send the PNG or JPEG file's bytes in "
-            f"base64, optionally as a data:image/png;base64,... URI."
-        ) from None
+    except (UnidentifiedImageError, OSError, ValueError):  # PIL's own text names its buffer
+        raise not_an_image(name, "its bytes are no image file") from None
     return ImageOps.exif_transpose(picture)
+
+
+def not_an_image(name: str, why: str) -> PaintByExampleError:
+    return PaintByExampleError(
+        f"{name}: not a base64-encoded image ({why}). Send the PNG or JPEG file's bytes in "
+        f"base64, optionally as a data:image/png;base64,... URI."
+    )
 
 
 def split_alpha(picture: Image.Image) -> tuple[Image.Image, Image.Image | None]:

@@ -17,7 +17,8 @@ EXTENSION_ROOT = Path(__file__).resolve().parents[1]
 if str(EXTENSION_ROOT) not in sys.path:
     sys.path.append(str(EXTENSION_ROOT))  # appended, so the folder's other names shadow nothing
 
-from pbe_webui import job, ui  # noqa: E402
+from pbe_webui import arguments, job, ui  # noqa: E402
+from pbe_webui.errors import PaintByExampleError  # noqa: E402
 from pbe_webui.infotext import TITLE  # noqa: E402
 
 
@@ -32,4 +33,8 @@ class Script(scripts.Script):
         return ui.build(self)
 
     def run(self, p, *args):
-        return job.run(p, *args)
+        try:
+            values = arguments.parse(arguments.sent_values(self, p, args))
+        except PaintByExampleError as error:
+            return job.failed(p, error)
+        return job.run(p, values)

@@ -1,11 +1,12 @@
-"""The A1111 script against a real AUTOMATIC1111 webui, driven over its HTTP API and its UI's
-own Generate call; and install.py, which needs no webui.
+"""The A1111 script against a real AUTOMATIC1111 webui and a real Forge, driven over their HTTP
+API and their UI's own Generate call; and install.py, which needs no webui.
 
 Needs A1111_DIR (a webui checkout with its dependencies installed) and A1111_PYTHON (its
-python; default this one); skipped otherwise. The webui starts once for the module
-on the CPU, with no Stable Diffusion checkpoint, its UI and API, and with `--data-dir` in a temporary folder
-that holds the extension (symlinks to this repository) and a tiny model, so the webui's own
-tree is not touched.
+python; default this one), and for Forge FORGE_DIR and FORGE_PYTHON; each host is skipped,
+saying why, when its folder is not set. Each host starts once for the module on the CPU, with
+no Stable Diffusion checkpoint, its UI and API, and with `--data-dir` in a temporary folder
+that holds the extension (symlinks to this repository) and tiny models, so the host's own tree
+is not touched.
 """
 
 from __future__ import annotations
@@ -37,16 +38,17 @@ REPO = Path(__file__).resolve().parents[1]
 EXTENSION_PARTS = ("scripts", "pbe_webui", "pbe_core", "install.py", "metadata.ini", "requirements.txt")
 SCRIPT = "paint by example"
 MODEL = "model.safetensors"
+LORA = "tiny_lora.safetensors"
 START_TIMEOUT_S = 120
 WEBUI_FLAGS = (
     "--skip-prepare-environment --skip-install --skip-torch-cuda-test --skip-python-version-check "
     "--skip-version-check --use-cpu all --no-half --precision full --api "
     "--no-download-sd-model --skip-load-model-at-start --server-name 127.0.0.1"
 ).split()
-A1111_DIR = os.environ.get("A1111_DIR")
-NO_WEBUI = (
-    "no AUTOMATIC1111 webui: set A1111_DIR to a webui folder (and A1111_PYTHON to its python)"
-)
+HOSTS = {  # name -> (folder variable, python variable, extra flags)
+    "webui": ("A1111_DIR", "A1111_PYTHON", []),
+    "forge": ("FORGE_DIR", "FORGE_PYTHON", ["--always-cpu"]),
+}
 
 
 def free_port() -> int:
@@ -65,7 +67,8 @@ def install_extension(data_dir: Path) -> Path:
 
 
 def write_models(models_dir: Path) -> Path:
-    """The tiny model, and a file that is no Paint by Example model."""
+    """The tiny model, a file that is no Paint by Example model, a LoRA of the tiny model, a
+    file in the LoRA folder that is none, and a Stable Diffusion LoRA in the webui's folder."""
     from safetensors.torch import save_file
 
     path = write_layout(tiny_weights(0), "safetensors", models_dir)
@@ -74,7 +77,28 @@ def write_models(models_dir: Path) -> Path:
         {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)},
         models_dir / "not_pbe.safetensors",
     )
+    write_lora(load_models(path), models_dir / "lora" / LORA)
+    save_file({"not.a.lora": torch.zeros(1)}, models_dir / "lora" / "not_lora.safetensors")
+    (models_dir.parent / "Lora").mkdir(exist_ok=True)
+    save_file(
+        {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(1, 1)},
+        models_dir.parent / "Lora" / "sd_lora.safetensors",
+    )
     return path
+
+
+def write_lora(models, path: Path) -> None:
+    """A LoRA with non-zero adapters and a changed unconditional vector: it changes the edit."""
+    from pbe_core.train.lora import LoRAAdapters, save_lora
+
+    generator = torch.Generator().manual_seed(5)
+    adapters = LoRAAdapters(models.unet, rank=2, targets=("attention",))
+    with torch.no_grad():
+        for layer in adapters.layers:
+            layer.up.weight.copy_(0.2 * torch.randn(layer.up.weight.shape, generator=generator))
+        models.encoder.learnable_vector.add_(0.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_lora(adapters, models, path, encoder_parts=("learnable_vector",))
 
 
 def started(url: str, log_path: Path) -> bool:
@@ -88,22 +112,30 @@ def started(url: str, log_path: Path) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def webui(tmp_path_factory):
-    """(base url, data dir): the webui running with the extension, stopped afterwards."""
-    if not A1111_DIR or not (Path(A1111_DIR) / "launch.py").is_file():
-        pytest.skip(NO_WEBUI)
-    data_dir = tmp_path_factory.mktemp("a1111-data")
+@pytest.fixture(scope="module", params=list(HOSTS))
+def webui(request, tmp_path_factory):
+    """(base url, data dir): the webui or Forge running with the extension, stopped afterwards."""
+    folder_variable, python_variable, extra_flags = HOSTS[request.param]
+    folder = os.environ.get(folder_variable)
+    if not folder or not (Path(folder) / "launch.py").is_file():
+        pytest.skip(
+            f"no {request.param}: set {folder_variable} to its folder (and {python_variable} "
+            f"to its python)"
+        )
+    data_dir = tmp_path_factory.mktemp(f"{request.param}-data")
     install_extension(data_dir)
     write_models(data_dir / "models" / "PaintByExample")
     port = free_port()
-    python = os.environ.get("A1111_PYTHON", sys.executable)
+    python = os.environ.get(python_variable, sys.executable)
     log_path = data_dir / "webui.log"
-    command = [python, "launch.py", *WEBUI_FLAGS, "--port", str(port), "--data-dir", str(data_dir)]
+    command = [
+        python, "launch.py", *WEBUI_FLAGS, *extra_flags,
+        "--port", str(port), "--data-dir", str(data_dir),
+    ]
     env = dict(os.environ, COMMANDLINE_ARGS="", PYTHONUNBUFFERED="1")
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
-            command, cwd=A1111_DIR, stdout=log, stderr=subprocess.STDOUT, env=env
+            command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, env=env
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -174,6 +206,10 @@ ARG_NAMES = (
     "exemplar_mode",
     "negative_exemplar",
     "negative_weight",
+    "colour_match",
+    "best_of",
+    "lora",
+    "lora_strength",
 )
 DEFAULT_ARGS = {
     "exemplar": exemplar_picture(),
@@ -183,6 +219,10 @@ DEFAULT_ARGS = {
     "exemplar_mode": "squash",
     "negative_exemplar": None,
     "negative_weight": 1.0,
+    "colour_match": 0.0,
+    "best_of": 1,
+    "lora": "None",
+    "lora_strength": 1.0,
 }
 
 
@@ -229,9 +269,15 @@ def edit(url: str, payload: dict) -> tuple[list[np.ndarray], dict]:
     return pictures, json.loads(body["info"])
 
 
-def pbe_core_edit(data_dir: Path, image, mask, exemplar, **options) -> np.ndarray:
-    """The same edit run by pbe_core itself in this process."""
+def pbe_core_edit(
+    data_dir: Path, image, mask, exemplar, lora: float | None = None, **options
+) -> np.ndarray:
+    """The same edit run by pbe_core itself in this process (with the LoRA at strength `lora`)."""
     models = load_models(data_dir / "models" / "PaintByExample" / MODEL)
+    if lora is not None:
+        from pbe_core.train.lora import apply_lora
+
+        apply_lora(models, data_dir / "models" / "PaintByExample" / "lora" / LORA, lora)
     pipe = PaintByExample(models, device="cpu", dtype=torch.float32)
     [result] = pipe.edit(image, mask, exemplar, **options)
     return np.asarray(result)
@@ -259,8 +305,10 @@ def test_script_info_lists_every_argument_in_order(webui):
     labels = [arg["label"] for arg in info["args"]]
     assert len(labels) == len(ARG_NAMES)
     assert labels[1:4] == ["Model", "Sampler", "Crop context (only masked)"]
+    assert labels[7:] == ["Colour match", "Best of", "LoRA", "LoRA strength"]
     model_choices = info["args"][1]["choices"]
-    assert model_choices == ["diffusers", MODEL, "not_pbe.safetensors"]
+    assert model_choices == ["diffusers", MODEL]  # not_pbe.safetensors is left out
+    assert info["args"][9]["choices"] == ["None", LORA]
 
 
 def test_batches_seeds_and_infotext(webui):
@@ -559,8 +607,19 @@ def ui_values(image: Image.Image, mask: Image.Image, exemplar: Image.Image | Non
     }
 
 
-def test_ui_generate_matches_the_api_and_saves(webui):
-    url, _ = webui
+@pytest.fixture
+def webui_page(webui, request):
+    """The webui's base url, for tests that press its gradio 3 page (skipped on Forge)."""
+    if request.node.callspec.params["webui"] == "forge":
+        pytest.skip(
+            "Forge's img2img page is gradio 4 with its own inpaint canvas (ForgeCanvas): this "
+            "test presses the webui's gradio 3 page; on Forge the API tests cover the script"
+        )
+    return webui[0]
+
+
+def test_ui_generate_matches_the_api_and_saves(webui_page):
+    url = webui_page
     image, mask = photo(), box_mask(photo().size, (20, 14, 40, 30))
     gallery, generation_info, _, log = ui_generate(url, ui_values(image, mask, exemplar_picture()))
     assert "error" not in log
@@ -573,13 +632,208 @@ def test_ui_generate_matches_the_api_and_saves(webui):
         assert "PbE sampler: DDIM" in Image.open(path).info["parameters"]
 
 
-def test_ui_shows_user_errors(webui):
-    url, _ = webui
+def test_ui_shows_user_errors(webui_page):
+    url = webui_page
     image = photo()
     values = ui_values(image, box_mask(image.size, (20, 14, 40, 30)), exemplar=None)
     gallery, _, _, log = ui_generate(url, values)
     assert not gallery
-    assert "PaintByExampleError: No exemplar" in log
+    assert "No exemplar: add the picture" in log and "PaintByExampleError" not in log
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments, interruption, honesty, model lists, messages, live preview (issue 9, 20-26), and
+# the options colour match, best of N and LoRA. Every test above also runs on Forge with no
+# checkpoint (issue 9, 20).
+
+
+def only_masked_options(**changes) -> dict:
+    """pbe_core's options for request()'s defaults on photo() with MASK_BOX."""
+    box_side = max(MASK_BOX[2] - MASK_BOX[0], MASK_BOX[3] - MASK_BOX[1])
+    options = {
+        "seed": 1234,
+        "steps": 3,
+        "guidance": 5.0,
+        "sampler": "ddim",
+        "region": "auto",
+        "context": 1.5 + 2 * 8 / box_side,
+        "resolution": 64,
+        "feather": int(2.5 * 2 + 0.5),
+        "exemplar_mode": "squash",
+    }
+    return options | changes
+
+
+MASK_BOX = (20, 14, 40, 30)
+
+
+@pytest.mark.parametrize("sent", [1, 7])
+def test_missing_trailing_script_args_take_their_defaults(webui, sent):
+    """An old call's 7 arguments, or the exemplar alone (model: the first listed, PLMS)."""
+    url, _ = webui
+    image = photo()
+    mask = box_mask(image.size, MASK_BOX)
+    defaults = {"model": "diffusers", "sampler": "PLMS"} if sent == 1 else {}
+    [full], _ = edit(url, request(image, mask, script_args(**defaults)))
+    [short], info = edit(url, request(image, mask, script_args(**defaults)[:sent]))
+    assert np.array_equal(short, full)
+    assert f"PbE sampler: {defaults.get('sampler', 'DDIM')}" in info["infotexts"][0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (script_args() + ["extra"], "script_args has 12 values; Paint by Example takes at most 11"),
+        (script_args(crop_context="wide"), "crop context must be a number from 1.0 to 4.0"),
+        (script_args(exemplar_mode="tile"), "exemplar mode 'tile' is not one of"),
+        (script_args(negative_weight=3), "negative exemplar weight must be a number"),
+        (script_args(colour_match=1.5), "colour match must be a number from 0.0 to 1.0"),
+        (script_args(best_of=0), "best of must be a number from 1 to 16"),
+        (script_args(best_of=2.5), "best of must be a whole number"),
+        (script_args(lora="absent.safetensors"), "LoRA 'absent.safetensors' is not in"),
+        (script_args(lora="not_lora.safetensors"), "is not a Paint by Example LoRA (no LoRA)"),
+        (script_args(lora=LORA, lora_strength="x"), "LoRA strength must be a number"),
+        (script_args(exemplar=[1, 2]), "exemplar: expected an image or base64 text, got list"),
+    ],
+)
+def test_invalid_script_args_are_400s_naming_the_argument(webui, args, needle):
+    url, _ = webui
+    image = photo()
+    response = post(url, request(image, box_mask(image.size, MASK_BOX), args))
+    assert response.status_code == 400, response.text[:2000]
+    assert needle in response.json()["detail"], response.json()["detail"]
+
+
+def test_interrupt_returns_the_finished_images_and_says_so(webui):
+    url, _ = webui
+    image = photo()
+    mask = box_mask(image.size, MASK_BOX)
+    payload = request(image, mask, steps=150, n_iter=4)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(post, url, payload)
+        deadline = time.monotonic() + 120
+        while not running.done() and time.monotonic() < deadline:
+            state = requests.get(f"{url}/sdapi/v1/progress?skip_current_image=true", timeout=10)
+            state = state.json()["state"]
+            if state["job_no"] >= 1 and state["sampling_step"] >= 2:
+                break
+            time.sleep(0.05)
+        requests.post(f"{url}/sdapi/v1/interrupt", timeout=10)
+        response = running.result(timeout=120)
+    assert response.status_code == 200, response.text[:2000]
+    body = response.json()
+    note = json.loads(body["info"])["extra_generation_params"]["Paint by Example"]
+    assert note == "Interrupted after 1 of 4 batches: 1 finished image returned."
+    [finished] = [np.asarray(unb64(text).convert("RGB")) for text in body["images"]]
+    [whole], _ = edit(url, request(image, mask, steps=150))
+    assert np.array_equal(finished, whole)
+
+
+def config_component(url: str, elem_id: str) -> dict:
+    config = requests.get(f"{url}/config", timeout=10).json()
+    [component] = [c for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id]
+    return component["props"]
+
+
+def test_unused_tab_controls_are_named_and_kept_out_of_the_infotext(webui):
+    url, _ = webui
+    note = config_component(url, "script_paint_by_example_unused_controls")["value"].lower()
+    for control in ("prompts", "denoising strength", "masked content", "sampling method"):
+        assert control in note
+    image = photo()
+    [_], info = edit(
+        url,
+        request(
+            image,
+            box_mask(image.size, MASK_BOX),
+            prompt="a red cat",
+            negative_prompt="blurry",
+            denoising_strength=0.3,
+            inpainting_fill=2,
+        ),
+    )
+    infotext = info["infotexts"][0]
+    for unused in ("a red cat", "blurry", "Denoising strength", "Negative prompt", "Masked content"):
+        assert unused not in infotext, (unused, infotext)
+    assert infotext.startswith("Steps: 3, Sampler: DDIM, CFG scale: 5.0, Seed: 1234, Size: 64x64")
+
+
+def test_model_and_lora_lists_say_what_is_left_out_and_why(webui):
+    url, _ = webui
+    model = config_component(url, "script_paint_by_example_model")
+    assert model["choices"] in (["diffusers", MODEL], [["diffusers"] * 2, [MODEL] * 2])
+    assert "not_pbe.safetensors: it has a Stable Diffusion UNet but not the exemplar encoder" in model["info"]
+    lora = config_component(url, "script_paint_by_example_lora")
+    assert "not_lora.safetensors: no LoRA" in lora["info"]
+    assert "sd_lora" not in json.dumps(lora)  # the webui's own LoRAs: not listed, no word
+
+
+def test_messages_name_no_internals(webui):
+    url, _ = webui
+    image = photo()
+    payload = request(image, box_mask(image.size, MASK_BOX), script_args(exemplar=b64(image)[:40]))
+    detail = post(url, payload).json()["detail"]
+    assert detail.startswith("exemplar: not a base64-encoded image (its bytes are no image file)")
+    assert "0x" not in detail and "BytesIO" not in detail and "Error" not in detail
+
+
+def test_live_preview_follows_the_settings(webui):
+    url, _ = webui
+    image = photo()
+    payload = request(image, box_mask(image.size, MASK_BOX), steps=900)
+
+    def previews_while_sampling(enough) -> list:
+        """current_image at each progress poll until enough(progress); then interrupts."""
+        seen = []
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(post, url, payload)
+            deadline = time.monotonic() + 60
+            while not running.done() and time.monotonic() < deadline:
+                progress = requests.get(f"{url}/sdapi/v1/progress", timeout=10).json()
+                seen.append(progress["current_image"])
+                if enough(progress):
+                    break
+                time.sleep(0.05)
+            requests.post(f"{url}/sdapi/v1/interrupt", timeout=10)
+            assert running.result(timeout=60).status_code == 200
+        return seen
+
+    *_, preview = (unb64(t) for t in previews_while_sampling(lambda p: p["current_image"]) if t)
+    assert max(preview.size) == 64  # the working region, decoded by the model's own VAE
+    requests.post(f"{url}/sdapi/v1/options", json={"live_previews_enable": False}, timeout=10)
+    try:
+        seen = previews_while_sampling(lambda p: p["state"]["sampling_step"] >= 40)
+        assert len(seen) > 1 and not any(seen)
+    finally:
+        requests.post(f"{url}/sdapi/v1/options", json={"live_previews_enable": True}, timeout=10)
+
+
+def test_colour_match_and_best_of_equal_pbe_core(webui):
+    url, data_dir = webui
+    image = photo()
+    mask = box_mask(image.size, MASK_BOX)
+    [picture], info = edit(url, request(image, mask, script_args(colour_match=0.7, best_of=3)))
+    expected = pbe_core_edit(
+        data_dir, image, mask, exemplar_picture(), **only_masked_options(colour_match=0.7, candidates=3)
+    )
+    assert max_difference(picture, expected) <= 2
+    infotext = info["infotexts"][0]
+    for field in ("PbE colour match: 0.7", "PbE best of: 3", "PbE best seed: 123", "PbE score: "):
+        assert field in infotext, (field, infotext)
+    pictures, info = edit(url, request(image, mask, script_args(best_of=2), batch_size=2))
+    assert len(pictures) == 2 and info["all_seeds"][:2] == [1234, 1236]
+
+
+def test_lora_applied_equals_lora_merged(webui):
+    url, data_dir = webui
+    image = photo()
+    mask = box_mask(image.size, MASK_BOX)
+    [plain], _ = edit(url, request(image, mask))
+    [picture], info = edit(url, request(image, mask, script_args(lora=LORA, lora_strength=0.8)))
+    expected = pbe_core_edit(data_dir, image, mask, exemplar_picture(), lora=0.8, **only_masked_options())
+    assert max_difference(picture, expected) <= 2
+    assert max_difference(picture, plain) > 20
+    assert f"PbE LoRA: {LORA}, PbE LoRA strength: 0.8" in info["infotexts"][0]
 
 
 # ---------------------------------------------------------------------------------------------
