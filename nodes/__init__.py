@@ -1,8 +1,17 @@
-"""ComfyUI nodes: thin adapters from ComfyUI types to `pbe_core`, on ComfyUI's own machinery."""
+"""ComfyUI nodes: thin adapters from ComfyUI types to `pbe_core`, on ComfyUI's own machinery.
+
+The V3 node API of `comfy_api.v0_0_2` (pinned: `latest` moves under the pack). Importing this
+package changes nothing in ComfyUI; the extension's `on_load` registers the model folder.
+"""
+
+from __future__ import annotations
+
+from comfy_api.v0_0_2 import ComfyExtension, io
 
 from .conditioning import PaintByExampleInpaintConditioning
 from .exemplar import PaintByExampleExemplarEncode
-from .model import PaintByExampleModelLoader, register_model_folder
+from .folders import register_model_folder
+from .model import PaintByExampleModelLoader
 from .regions import (
     PaintByExampleCrop,
     PaintByExampleGrowMask,
@@ -11,25 +20,28 @@ from .regions import (
 )
 from .sampler import PaintByExampleEdit
 
-register_model_folder()
+NODES: list[type[io.ComfyNode]] = [
+    PaintByExampleModelLoader,
+    PaintByExampleExemplarEncode,
+    PaintByExampleInpaintConditioning,
+    PaintByExampleEdit,
+    PaintByExampleCrop,
+    PaintByExampleStitch,
+    PaintByExampleGrowMask,
+    PaintByExampleMaskToBBox,
+]
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {
-    "PaintByExampleModelLoader": PaintByExampleModelLoader,
-    "PaintByExampleExemplarEncode": PaintByExampleExemplarEncode,
-    "PaintByExampleInpaintConditioning": PaintByExampleInpaintConditioning,
-    "PaintByExampleEdit": PaintByExampleEdit,
-    "PaintByExampleCrop": PaintByExampleCrop,
-    "PaintByExampleStitch": PaintByExampleStitch,
-    "PaintByExampleGrowMask": PaintByExampleGrowMask,
-    "PaintByExampleMaskToBBox": PaintByExampleMaskToBBox,
-}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
-    "PaintByExampleModelLoader": "Load Paint by Example Model",
-    "PaintByExampleExemplarEncode": "Paint by Example Exemplar Encode",
-    "PaintByExampleInpaintConditioning": "Paint by Example Inpaint Conditioning",
-    "PaintByExampleEdit": "Paint by Example (all-in-one)",
-    "PaintByExampleCrop": "Paint by Example Crop",
-    "PaintByExampleStitch": "Paint by Example Stitch",
-    "PaintByExampleGrowMask": "Paint by Example Grow Mask",
-    "PaintByExampleMaskToBBox": "Paint by Example Mask to BBox",
-}
+
+class PaintByExampleExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        register_model_folder()
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        # ComfyUI 0.3.64 asks for the nodes without calling on_load (later versions call it
+        # first); registering twice is harmless, and the loader's list needs the folder.
+        await self.on_load()
+        return NODES
+
+
+async def comfy_entrypoint() -> PaintByExampleExtension:
+    return PaintByExampleExtension()

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import node_helpers
 import torch
+from comfy_api.v0_0_2 import io
 
 from ..pbe_core import prepare
+from .messages import noted_warnings, plain_errors, with_warnings
 from .model import CATEGORY
-from .tensors import (
-    crop_to_multiple,
-    image_to_pixels,
-    mask_to_edit_mask,
-    pixels_to_image,
-    require_edit,
-)
+from .tensors import crop_to_multiple, image_to_pixels, mask_to_edit_mask, pixels_to_image
 
 
 def inpaint_conditioning(positive, negative, vae, pixels: torch.Tensor, edit_mask: torch.Tensor):
@@ -39,51 +35,59 @@ def inpaint_conditioning(positive, negative, vae, pixels: torch.Tensor, edit_mas
     )
 
 
-class PaintByExampleInpaintConditioning:
-    DESCRIPTION = (
-        "Adds the source image (edit region greyed, through the VAE) and the edit mask to the "
-        "conditioning, for KSampler / KSamplerAdvanced with a Paint by Example model. Like "
-        "InpaintModelConditioning, but with the mask handling of the reference: the mask is "
-        "binarised at 0.5 in pixels and reaches the UNet resized bilinearly, not rounded."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
-    RETURN_NAMES = ("positive", "negative", "latent")
-    OUTPUT_TOOLTIPS = (
-        "The positive conditioning with the inpainting inputs attached.",
-        "The negative conditioning with the inpainting inputs attached.",
-        "An empty latent of the image's size: sampling starts from pure noise, as the model was "
-        "trained. Keep denoise at 1.0.",
-    )
-    FUNCTION = "encode"
+class PaintByExampleInpaintConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PaintByExampleInpaintConditioning",
+            display_name="Paint by Example Inpaint Conditioning",
+            category=CATEGORY,
+            description="Adds the source image (edit region greyed, through the VAE) and the edit "
+            "mask to the conditioning, for KSampler / KSamplerAdvanced with a Paint by Example "
+            "model. Like InpaintModelConditioning, but with the mask handling of the reference: "
+            "the mask is binarised at 0.5 in pixels and reaches the UNet resized bilinearly, not "
+            "rounded.",
+            inputs=[
+                io.Conditioning.Input(
+                    "positive", tooltip="From 'Paint by Example Exemplar Encode'."
+                ),
+                io.Conditioning.Input(
+                    "negative", tooltip="From 'Paint by Example Exemplar Encode'."
+                ),
+                io.Vae.Input("vae", tooltip="From 'Load Paint by Example Model'."),
+                io.Image.Input(
+                    "image", tooltip="The picture to edit (cropped to a multiple of 8 pixels)."
+                ),
+                io.Mask.Input(
+                    "mask", tooltip="White = the region to replace with the exemplar's object."
+                ),
+            ],
+            outputs=[
+                io.Conditioning.Output(
+                    "positive_out",
+                    display_name="positive",
+                    tooltip="The positive conditioning with the inpainting inputs attached.",
+                ),
+                io.Conditioning.Output(
+                    "negative_out",
+                    display_name="negative",
+                    tooltip="The negative conditioning with the inpainting inputs attached.",
+                ),
+                io.Latent.Output(
+                    "latent",
+                    display_name="latent",
+                    tooltip="An empty latent of the image's size: sampling starts from pure "
+                    "noise, as the model was trained. Keep denoise at 1.0.",
+                ),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "positive": (
-                    "CONDITIONING",
-                    {"tooltip": "From 'Paint by Example Exemplar Encode'."},
-                ),
-                "negative": (
-                    "CONDITIONING",
-                    {"tooltip": "From 'Paint by Example Exemplar Encode'."},
-                ),
-                "vae": ("VAE", {"tooltip": "From 'Load Paint by Example Model'."}),
-                "image": (
-                    "IMAGE",
-                    {"tooltip": "The picture to edit (cropped to a multiple of 8 pixels)."},
-                ),
-                "mask": (
-                    "MASK",
-                    {"tooltip": "White = the region to replace with the exemplar's object."},
-                ),
-            }
-        }
-
-    def encode(self, positive, negative, vae, image, mask):
-        pixels = image_to_pixels(image)
-        edit_mask = mask_to_edit_mask(mask, pixels)
-        require_edit(edit_mask)
-        pixels, edit_mask = crop_to_multiple(pixels, edit_mask)
-        return inpaint_conditioning(positive, negative, vae, pixels, edit_mask)
+    @plain_errors
+    def execute(cls, positive, negative, vae, image, mask) -> io.NodeOutput:
+        with noted_warnings() as notes:
+            pixels = image_to_pixels(image)
+            edit_mask = mask_to_edit_mask(mask, pixels)
+            pixels, edit_mask = crop_to_multiple(pixels, edit_mask)
+            result = inpaint_conditioning(positive, negative, vae, pixels, edit_mask)
+        return io.NodeOutput(*result, ui=with_warnings(None, notes))

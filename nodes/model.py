@@ -9,16 +9,14 @@ three on and off the GPU.
 
 from __future__ import annotations
 
-import os
-
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
 import comfy.sd
 import comfy.supported_models
 import comfy.utils
-import folder_paths
 import torch
+from comfy_api.v0_0_2 import io
 
 from ..pbe_core import prepare
 from ..pbe_core.checkpoint import CheckpointError, Weights, build_encoder, read_weights
@@ -30,11 +28,10 @@ from ..pbe_core.models.configs import (
     infer_vae_config,
 )
 from ..pbe_core.models.exemplar_encoder import ExemplarEncoder
+from .folders import model_choices, resolve_model
+from .messages import plain_errors
 
 CATEGORY = "Paint by Example"
-MODEL_FOLDER = "paint_by_example"
-ENCODER_TYPE = "PBE_EXEMPLAR_ENCODER"
-WEIGHT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors", ".bin")
 # The latent of a mid-grey picture (pixel value 0 in [-1, 1]) through the SD 1.x VAE, scaled:
 # what the masked-image channels hold where everything is to be repainted.
 GREY_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
@@ -226,105 +223,54 @@ def load_all(weights: Weights):
 
 
 # ---------------------------------------------------------------------------------------------
-# Where models live
-
-
-def register_model_folder() -> None:
-    """models/paint_by_example, after any paths extra_model_paths.yaml gave that name."""
-    default = os.path.join(folder_paths.models_dir, MODEL_FOLDER)
-    folder_paths.add_model_folder_path(MODEL_FOLDER, default)
-    os.makedirs(default, exist_ok=True)
-
-
-def _is_diffusers_folder(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "model_index.json")) or os.path.isdir(
-        os.path.join(path, "unet")
-    )
-
-
-def _diffusers_folders(root: str) -> list[str]:
-    """Diffusers model folders one or two levels below root, as paths relative to root."""
-    found = []
-    for child in sorted(os.listdir(root)):
-        path = os.path.join(root, child)
-        if not os.path.isdir(path):
-            continue
-        if _is_diffusers_folder(path):
-            found.append(child)
-            continue
-        found.extend(
-            f"{child}/{grandchild}"
-            for grandchild in sorted(os.listdir(path))
-            if _is_diffusers_folder(os.path.join(path, grandchild))
-        )
-    return found
-
-
-def model_choices() -> list[str]:
-    """Weight files in models/paint_by_example and models/checkpoints, and diffusers folders in
-    models/paint_by_example (files inside those folders are not listed one by one)."""
-    folders = []
-    for root in folder_paths.get_folder_paths(MODEL_FOLDER):
-        if os.path.isdir(root):
-            folders.extend(_diffusers_folders(root))
-    files = [
-        name
-        for folder_name in (MODEL_FOLDER, "checkpoints")
-        for name in folder_paths.get_filename_list(folder_name)
-        if name.lower().endswith(WEIGHT_SUFFIXES)
-        and not any(name.replace(os.sep, "/").startswith(f + "/") for f in folders)
-    ]
-    return sorted(set(folders)) + sorted(set(files))
-
-
-def resolve_model(name: str) -> str:
-    for root in folder_paths.get_folder_paths(MODEL_FOLDER):
-        candidate = os.path.join(root, name)
-        if os.path.isdir(candidate) and _is_diffusers_folder(candidate):
-            return candidate
-    for folder_name in (MODEL_FOLDER, "checkpoints"):
-        path = folder_paths.get_full_path(folder_name, name)
-        if path is not None:
-            return path
-    raise FileNotFoundError(
-        f"ckpt_name: '{name}' is neither in models/{MODEL_FOLDER} nor in models/checkpoints. "
-        "Put the Paint by Example weights there (any .ckpt, .safetensors or diffusers folder) "
-        "and refresh."
-    )
-
-
-# ---------------------------------------------------------------------------------------------
 # Node
 
 
-class PaintByExampleModelLoader:
-    DESCRIPTION = (
-        "Loads Paint by Example weights (the released model.ckpt, a single-file .safetensors, or "
-        "a diffusers folder) onto ComfyUI's UNet and VAE, with the exemplar image encoder."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MODEL", "VAE", ENCODER_TYPE)
-    RETURN_NAMES = ("model", "vae", "encoder")
-    OUTPUT_TOOLTIPS = (
-        "The 9-channel UNet; use it with the Paint by Example nodes or the stock KSampler.",
-        "The SD 1.x VAE that came with the model.",
-        "The exemplar encoder (CLIP image tower + mapper) for 'Paint by Example Exemplar Encode'.",
-    )
-    FUNCTION = "load"
+@io.comfytype(io_type="PBE_EXEMPLAR_ENCODER")
+class Encoder(io.ComfyTypeIO):
+    """The exemplar encoder (CLIP image tower + mapper) in a ModelPatcher."""
+
+    Type = comfy.model_patcher.ModelPatcher
+
+
+class PaintByExampleModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PaintByExampleModelLoader",
+            display_name="Load Paint by Example Model",
+            category=CATEGORY,
+            description="Loads Paint by Example weights (the released model.ckpt, a single-file "
+            ".safetensors, or a diffusers folder) onto ComfyUI's UNet and VAE, with the exemplar "
+            "image encoder.",
+            inputs=[
+                io.Combo.Input(
+                    "ckpt_name",
+                    options=model_choices(),
+                    tooltip="Weights in models/paint_by_example (files or diffusers folders) or "
+                    "models/checkpoints.",
+                ),
+            ],
+            outputs=[
+                io.Model.Output(
+                    "model",
+                    display_name="model",
+                    tooltip="The 9-channel UNet; use it with the Paint by Example nodes or the "
+                    "stock KSampler.",
+                ),
+                io.Vae.Output(
+                    "vae", display_name="vae", tooltip="The SD 1.x VAE that came with the model."
+                ),
+                Encoder.Output(
+                    "encoder",
+                    display_name="encoder",
+                    tooltip="The exemplar encoder (CLIP image tower + mapper) for 'Paint by "
+                    "Example Exemplar Encode'.",
+                ),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "ckpt_name": (
-                    model_choices(),
-                    {
-                        "tooltip": "Weights in models/paint_by_example (files or diffusers "
-                        "folders) or models/checkpoints."
-                    },
-                ),
-            }
-        }
-
-    def load(self, ckpt_name: str):
-        return load_all(read_weights(resolve_model(ckpt_name)))
+    @plain_errors
+    def execute(cls, ckpt_name: str) -> io.NodeOutput:
+        return io.NodeOutput(*load_all(read_weights(resolve_model(ckpt_name))))

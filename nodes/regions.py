@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import nodes as comfy_nodes  # ComfyUI's own nodes.py
 import torch
+from comfy_api.v0_0_2 import io, ui
 
 from ..pbe_core import prepare, regions
+from .messages import noted_warnings, plain_errors, with_warnings
 from .model import CATEGORY
 from .tensors import (
     draw_region,
@@ -15,10 +16,8 @@ from .tensors import (
     image_to_pixels,
     mask_to_edit_mask,
     pixels_to_image,
-    require_edit,
 )
 
-STITCH_TYPE = "PBE_STITCH"
 KERNELS = ("round", "square")
 
 
@@ -33,52 +32,48 @@ class Stitch:
     feather: int
 
 
-def crop_options() -> dict:
+@io.comfytype(io_type="PBE_STITCH")
+class StitchData(io.ComfyTypeIO):
+    Type = Stitch
+
+
+def crop_options() -> list:
     """The crop and stitch inputs, shared with the all-in-one node."""
-    return {
-        "context": (
-            "FLOAT",
-            {
-                "default": 1.5,
-                "min": 1.0,
-                "max": 8.0,
-                "step": 0.05,
-                "tooltip": "The crop is the mask's box scaled by this factor: more context "
-                "helps the model place the object at the right scale.",
-            },
+    return [
+        io.Float.Input(
+            "context",
+            default=1.5,
+            min=1.0,
+            max=8.0,
+            step=0.05,
+            tooltip="The crop is the mask's box scaled by this factor: more context helps the "
+            "model place the object at the right scale.",
         ),
-        "resolution": (
-            "INT",
-            {
-                "default": 512,
-                "min": 64,
-                "max": 2048,
-                "step": 8,
-                "tooltip": "Longer side of the crop as the model sees it (the model was "
-                "trained at 512).",
-            },
+        io.Int.Input(
+            "resolution",
+            default=512,
+            min=64,
+            max=2048,
+            step=8,
+            tooltip="Longer side of the crop as the model sees it (the model was trained at 512).",
         ),
-        "grow": (
-            "INT",
-            {
-                "default": 0,
-                "min": -256,
-                "max": 256,
-                "tooltip": "Grow (or with a negative value shrink) the mask by this many "
-                "pixels when blending the edit back.",
-            },
+        io.Int.Input(
+            "grow",
+            default=0,
+            min=-256,
+            max=256,
+            tooltip="Grow (or with a negative value shrink) the mask by this many pixels when "
+            "blending the edit back.",
         ),
-        "feather": (
-            "INT",
-            {
-                "default": 8,
-                "min": 0,
-                "max": 256,
-                "tooltip": "Soft edge, in pixels, of the blend back; pixels further from the "
-                "mask stay exactly as they were.",
-            },
+        io.Int.Input(
+            "feather",
+            default=8,
+            min=0,
+            max=256,
+            tooltip="Soft edge, in pixels, of the blend back; pixels further from the mask stay "
+            "exactly as they were.",
         ),
-    }
+    ]
 
 
 def plan_crop(pixels, edit_mask, context: float, resolution: int, grow: int, feather: int):
@@ -87,150 +82,166 @@ def plan_crop(pixels, edit_mask, context: float, resolution: int, grow: int, fea
     )
 
 
-class PaintByExampleCrop:
-    DESCRIPTION = (
-        "Crops the region around the mask and resizes it to the model's working size, so a "
-        "small edit in a large photo runs at the resolution the model was trained at. Feed the "
-        "stitch output and the edited crop to 'Paint by Example Stitch'."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "MASK", STITCH_TYPE)
-    RETURN_NAMES = ("image", "mask", "stitch")
-    OUTPUT_TOOLTIPS = (
-        "The crop at working size (sides multiples of 8).",
-        "The mask cropped the same way.",
-        "Where the crop came from, for 'Paint by Example Stitch'.",
-    )
-    FUNCTION = "crop"
+def preview(pixels: torch.Tensor) -> dict:
+    return ui.PreviewImage(pixels_to_image(pixels)).as_dict()
 
+
+class PaintByExampleCrop(io.ComfyNode):
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "image": ("IMAGE", {"tooltip": "The full picture to edit."}),
-                "mask": ("MASK", {"tooltip": "White = the region to edit."}),
-                **crop_options(),
-            }
-        }
-
-    def crop(self, image, mask, context, resolution, grow, feather):
-        pixels = image_to_pixels(image)
-        edit_mask = mask_to_edit_mask(mask, pixels)
-        require_edit(edit_mask)
-        region = plan_crop(pixels, edit_mask, context, resolution, grow, feather)
-        crop_pixels, crop_mask = regions.crop(pixels, edit_mask, region)
-        stitch = Stitch(region, pixels, edit_mask, grow, feather)
-        preview = draw_region(pixels, edit_mask, region.box)
-        ui = comfy_nodes.PreviewImage().save_images(pixels_to_image(preview), "pbe_crop")["ui"]
-        result = (pixels_to_image(crop_pixels), edit_mask_to_mask(crop_mask), stitch)
-        return {"ui": ui, "result": result}
-
-
-class PaintByExampleStitch:
-    DESCRIPTION = (
-        "Puts the edited crop back into the full picture, blended through the grown and "
-        "feathered mask; every pixel beyond that is the original's, bit for bit."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
-    OUTPUT_TOOLTIPS = ("The full picture with the edit.",)
-    FUNCTION = "stitch"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "stitch": (STITCH_TYPE, {"tooltip": "From 'Paint by Example Crop'."}),
-                "image": (
-                    "IMAGE",
-                    {"tooltip": "The edited crop (e.g. VAE Decode's output), at crop size."},
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PaintByExampleCrop",
+            display_name="Paint by Example Crop",
+            category=CATEGORY,
+            description="Crops the region around the mask and resizes it to the model's working "
+            "size, so a small edit in a large photo runs at the resolution the model was trained "
+            "at. Feed the stitch output and the edited crop to 'Paint by Example Stitch'. The "
+            "preview shows the crop box on the picture.",
+            inputs=[
+                io.Image.Input("image", tooltip="The full picture to edit."),
+                io.Mask.Input("mask", tooltip="White = the region to edit."),
+                *crop_options(),
+            ],
+            outputs=[
+                io.Image.Output(
+                    "image_out",
+                    display_name="image",
+                    tooltip="The crop at working size (sides multiples of 8).",
                 ),
-            }
-        }
+                io.Mask.Output(
+                    "mask_out", display_name="mask", tooltip="The mask cropped the same way."
+                ),
+                StitchData.Output(
+                    "stitch",
+                    display_name="stitch",
+                    tooltip="Where the crop came from, for 'Paint by Example Stitch'.",
+                ),
+            ],
+        )
 
-    def stitch(self, stitch: Stitch, image):
+    @classmethod
+    @plain_errors
+    def execute(cls, image, mask, context, resolution, grow, feather) -> io.NodeOutput:
+        with noted_warnings() as notes:
+            pixels = image_to_pixels(image)
+            edit_mask = mask_to_edit_mask(mask, pixels)
+            region = plan_crop(pixels, edit_mask, context, resolution, grow, feather)
+            crop_pixels, crop_mask = regions.crop(pixels, edit_mask, region)
+        stitch = Stitch(region, pixels, edit_mask, grow, feather)
+        return io.NodeOutput(
+            pixels_to_image(crop_pixels),
+            edit_mask_to_mask(crop_mask),
+            stitch,
+            ui=with_warnings(preview(draw_region(pixels, edit_mask, region.box)), notes),
+        )
+
+
+class PaintByExampleStitch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PaintByExampleStitch",
+            display_name="Paint by Example Stitch",
+            category=CATEGORY,
+            description="Puts the edited crop back into the full picture, blended through the "
+            "grown and feathered mask; every pixel beyond that is the original's, bit for bit.",
+            inputs=[
+                StitchData.Input("stitch", tooltip="From 'Paint by Example Crop'."),
+                io.Image.Input(
+                    "image",
+                    tooltip="The edited crop (e.g. VAE Decode's output), at crop size.",
+                ),
+            ],
+            outputs=[
+                io.Image.Output(
+                    "image_out", display_name="image", tooltip="The full picture with the edit."
+                ),
+            ],
+        )
+
+    @classmethod
+    @plain_errors
+    def execute(cls, stitch: Stitch, image) -> io.NodeOutput:
         edited = image_to_pixels(image, "image (edited crop)")
         result = regions.stitch(
             stitch.original, edited, stitch.edit_mask, stitch.region, stitch.grow, stitch.feather
         )
-        return (pixels_to_image(result),)
+        return io.NodeOutput(pixels_to_image(result))
 
 
-class PaintByExampleGrowMask:
-    DESCRIPTION = "Grows or shrinks a mask by exact pixel distances, then feathers its edge."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MASK",)
-    RETURN_NAMES = ("mask",)
-    OUTPUT_TOOLTIPS = ("The grown and feathered mask.",)
-    FUNCTION = "grow"
-
+class PaintByExampleGrowMask(io.ComfyNode):
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "mask": ("MASK", {"tooltip": "The mask to change."}),
-                "grow": (
-                    "INT",
-                    {
-                        "default": 8,
-                        "min": -512,
-                        "max": 512,
-                        "tooltip": "Pixels to grow by (negative: shrink).",
-                    },
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PaintByExampleGrowMask",
+            display_name="Paint by Example Grow Mask",
+            category=CATEGORY,
+            description="Grows or shrinks a mask by exact pixel distances, then feathers its edge.",
+            inputs=[
+                io.Mask.Input("mask", tooltip="The mask to change."),
+                io.Int.Input(
+                    "grow",
+                    default=8,
+                    min=-512,
+                    max=512,
+                    tooltip="Pixels to grow by (negative: shrink).",
                 ),
-                "feather": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": 512,
-                        "tooltip": "Width of the soft edge added outside the mask, in pixels.",
-                    },
+                io.Int.Input(
+                    "feather",
+                    default=0,
+                    min=0,
+                    max=512,
+                    tooltip="Width of the soft edge added outside the mask, in pixels.",
                 ),
-                "kernel": (
-                    KERNELS,
-                    {"tooltip": "round grows equally in every direction; square keeps corners."},
+                io.Combo.Input(
+                    "kernel",
+                    options=list(KERNELS),
+                    tooltip="round grows equally in every direction; square keeps corners.",
                 ),
-            }
-        }
-
-    def grow(self, mask, grow, feather, kernel):
-        edit_mask = regions.grow_mask(prepare.mask_to_tensor(mask, "mask"), grow, kernel)
-        return (edit_mask_to_mask(regions.feather_mask(edit_mask, feather)),)
-
-
-class PaintByExampleMaskToBBox:
-    DESCRIPTION = (
-        "Replaces each mask by its filled bounding box (the shape the model was trained on)."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MASK",)
-    RETURN_NAMES = ("mask",)
-    OUTPUT_TOOLTIPS = ("Each mask's bounding box, filled.",)
-    FUNCTION = "bbox"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "mask": ("MASK", {"tooltip": "The mask whose box to take."}),
-                "threshold": (
-                    "FLOAT",
-                    {
-                        "default": 0.5,
-                        "min": 0.0,
-                        "max": 0.99,
-                        "step": 0.01,
-                        "tooltip": "Mask values above this count as inside.",
-                    },
+            ],
+            outputs=[
+                io.Mask.Output(
+                    "mask_out", display_name="mask", tooltip="The grown and feathered mask."
                 ),
-            }
-        }
-
-    def bbox(self, mask, threshold):
-        return (
-            edit_mask_to_mask(
-                regions.mask_to_bbox_mask(prepare.mask_to_tensor(mask, "mask"), threshold)
-            ),
+            ],
         )
+
+    @classmethod
+    @plain_errors
+    def execute(cls, mask, grow, feather, kernel) -> io.NodeOutput:
+        edit_mask = regions.grow_mask(prepare.mask_to_tensor(mask, "mask"), grow, kernel)
+        return io.NodeOutput(edit_mask_to_mask(regions.feather_mask(edit_mask, feather)))
+
+
+class PaintByExampleMaskToBBox(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PaintByExampleMaskToBBox",
+            display_name="Paint by Example Mask to BBox",
+            category=CATEGORY,
+            description="Replaces each mask by its filled bounding box (the shape the model was "
+            "trained on).",
+            inputs=[
+                io.Mask.Input("mask", tooltip="The mask whose box to take."),
+                io.Float.Input(
+                    "threshold",
+                    default=0.5,
+                    min=0.0,
+                    max=0.99,
+                    step=0.01,
+                    tooltip="Mask values above this count as inside.",
+                ),
+            ],
+            outputs=[
+                io.Mask.Output(
+                    "mask_out", display_name="mask", tooltip="Each mask's bounding box, filled."
+                ),
+            ],
+        )
+
+    @classmethod
+    @plain_errors
+    def execute(cls, mask, threshold) -> io.NodeOutput:
+        box_mask = regions.mask_to_bbox_mask(prepare.mask_to_tensor(mask, "mask"), threshold)
+        return io.NodeOutput(edit_mask_to_mask(box_mask))

@@ -5,106 +5,113 @@ from __future__ import annotations
 import comfy.model_management
 import comfy.samplers
 import nodes as comfy_nodes  # ComfyUI's own nodes.py: common_ksampler brings progress, previews
+from comfy_api.v0_0_2 import io
 
 from ..pbe_core import prepare, regions
 from .conditioning import inpaint_conditioning
 from .exemplar import (
     EXEMPLAR_MODE_TOOLTIP,
     EXEMPLAR_MODES,
+    MASK_MARKS,
     conditioning,
     encode_exemplars,
+    exemplar_object_mask,
     learned_negative,
+    mask_marks_input,
+    seen_preview,
 )
-from .model import CATEGORY, ENCODER_TYPE, require_paint_by_example
+from .messages import noted_warnings, plain_errors, with_warnings
+from .model import CATEGORY, Encoder, require_paint_by_example
 from .regions import crop_options, plan_crop
-from .tensors import image_to_pixels, mask_to_edit_mask, pixels_to_image, require_edit
+from .tensors import image_to_pixels, mask_to_edit_mask, pixels_to_image
 
 REGION_MODES = ("crop around mask", "full image")
 
 
-class PaintByExampleEdit:
-    DESCRIPTION = (
-        "Replaces the masked region of the image with the exemplar's object, in one node: crops "
-        "around the mask, samples with ComfyUI's samplers (progress, previews and cancel work as "
-        "usual), and stitches the edit back so pixels away from the mask are unchanged."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
-    OUTPUT_TOOLTIPS = ("The edited picture, at the input's size.",)
-    FUNCTION = "edit"
+class PaintByExampleEdit(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PaintByExampleEdit",
+            display_name="Paint by Example (all-in-one)",
+            category=CATEGORY,
+            description="Replaces the masked region of the image with the exemplar's object, in "
+            "one node: crops around the mask, samples with ComfyUI's samplers (progress, "
+            "previews and cancel work as usual), and stitches the edit back so pixels away from "
+            "the mask are unchanged. The preview shows what the exemplar encoder saw.",
+            inputs=[
+                io.Model.Input("model", tooltip="From 'Load Paint by Example Model'."),
+                io.Vae.Input("vae", tooltip="From 'Load Paint by Example Model'."),
+                Encoder.Input("encoder", tooltip="From 'Load Paint by Example Model'."),
+                io.Image.Input("image", tooltip="The picture to edit (a batch works too)."),
+                io.Mask.Input("mask", tooltip="White = the region to replace."),
+                io.Image.Input(
+                    "exemplar",
+                    tooltip="The object to paint in: one, or one per image of the batch.",
+                ),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
+                    tooltip="The random seed of the initial noise.",
+                ),
+                io.Int.Input("steps", default=50, min=1, max=10000, tooltip="Sampling steps."),
+                io.Float.Input(
+                    "cfg",
+                    default=5.0,
+                    min=0.0,
+                    max=100.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Guidance scale: how strongly the exemplar steers the edit (the "
+                    "reference uses 5).",
+                ),
+                io.Combo.Input(
+                    "sampler_name",
+                    options=comfy.samplers.KSampler.SAMPLERS,
+                    default="ddim",
+                    tooltip="ComfyUI's sampler.",
+                ),
+                io.Combo.Input(
+                    "scheduler",
+                    options=comfy.samplers.KSampler.SCHEDULERS,
+                    default="ddim_uniform",
+                    tooltip="ComfyUI's scheduler; ddim_uniform with ddim follows the reference's "
+                    "DDIM timesteps.",
+                ),
+                io.Combo.Input(
+                    "region",
+                    options=list(REGION_MODES),
+                    tooltip="crop around mask: edit a crop at the working resolution and stitch "
+                    "it back; full image: edit the whole picture at its own size.",
+                ),
+                *crop_options(),
+                io.Combo.Input(
+                    "exemplar_mode", options=list(EXEMPLAR_MODES), tooltip=EXEMPLAR_MODE_TOOLTIP
+                ),
+                io.Mask.Input(
+                    "exemplar_mask",
+                    optional=True,
+                    tooltip="The exemplar's object mask (see exemplar_mask_marks); its "
+                    "background is greyed.",
+                ),
+                mask_marks_input(),
+            ],
+            outputs=[
+                io.Image.Output(
+                    "image_out",
+                    display_name="image",
+                    tooltip="The edited picture, at the input's size.",
+                ),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "From 'Load Paint by Example Model'."}),
-                "vae": ("VAE", {"tooltip": "From 'Load Paint by Example Model'."}),
-                "encoder": (ENCODER_TYPE, {"tooltip": "From 'Load Paint by Example Model'."}),
-                "image": ("IMAGE", {"tooltip": "The picture to edit (a batch works too)."}),
-                "mask": ("MASK", {"tooltip": "White = the region to replace."}),
-                "exemplar": (
-                    "IMAGE",
-                    {"tooltip": "The object to paint in: one, or one per image of the batch."},
-                ),
-                "seed": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": 0xFFFFFFFFFFFFFFFF,
-                        "control_after_generate": True,
-                        "tooltip": "The random seed of the initial noise.",
-                    },
-                ),
-                "steps": (
-                    "INT",
-                    {"default": 50, "min": 1, "max": 10000, "tooltip": "Sampling steps."},
-                ),
-                "cfg": (
-                    "FLOAT",
-                    {
-                        "default": 5.0,
-                        "min": 0.0,
-                        "max": 100.0,
-                        "step": 0.1,
-                        "round": 0.01,
-                        "tooltip": "Guidance scale: how strongly the exemplar steers the edit "
-                        "(the reference uses 5).",
-                    },
-                ),
-                "sampler_name": (
-                    comfy.samplers.KSampler.SAMPLERS,
-                    {"default": "ddim", "tooltip": "ComfyUI's sampler."},
-                ),
-                "scheduler": (
-                    comfy.samplers.KSampler.SCHEDULERS,
-                    {
-                        "default": "ddim_uniform",
-                        "tooltip": "ComfyUI's scheduler; ddim_uniform with ddim follows the "
-                        "reference's DDIM timesteps.",
-                    },
-                ),
-                "region": (
-                    REGION_MODES,
-                    {
-                        "tooltip": "crop around mask: edit a crop at the working resolution and "
-                        "stitch it back; full image: edit the whole picture at its own size."
-                    },
-                ),
-                **crop_options(),
-                "exemplar_mode": (EXEMPLAR_MODES, {"tooltip": EXEMPLAR_MODE_TOOLTIP}),
-            },
-            "optional": {
-                "exemplar_mask": (
-                    "MASK",
-                    {"tooltip": "White = the object in the exemplar; its background is greyed."},
-                ),
-            },
-        }
-
-    def edit(
-        self,
+    @plain_errors
+    def execute(
+        cls,
         model,
         vae,
         encoder,
@@ -123,15 +130,17 @@ class PaintByExampleEdit:
         feather,
         exemplar_mode,
         exemplar_mask=None,
-    ):
+        exemplar_mask_marks=MASK_MARKS[0],
+    ) -> io.NodeOutput:
         require_paint_by_example(model)
-        pixels = image_to_pixels(image)
-        edit_mask = mask_to_edit_mask(mask, pixels)
-        require_edit(edit_mask)
-        embeddings, _ = encode_exemplars(encoder, exemplar, exemplar_mode, exemplar_mask)
-        pixels, edit_mask, embeddings = prepare.broadcast_batch(
-            pixels, edit_mask, embeddings, names=("image", "mask", "exemplar")
-        )
+        with noted_warnings() as notes:
+            pixels = image_to_pixels(image)
+            edit_mask = mask_to_edit_mask(mask, pixels)
+            object_mask = exemplar_object_mask(exemplar_mask, exemplar_mask_marks)
+            embeddings, seen = encode_exemplars(encoder, exemplar, exemplar_mode, object_mask)
+            pixels, edit_mask, embeddings = prepare.broadcast_batch(
+                pixels, edit_mask, embeddings, names=("image", "mask", "exemplar")
+            )
         if region == REGION_MODES[0]:
             plan = plan_crop(pixels, edit_mask, context, resolution, grow, feather)
         else:
@@ -150,4 +159,4 @@ class PaintByExampleEdit:
         )
         decoded = vae.decode(samples["samples"]).movedim(-1, 1)
         result = regions.stitch(pixels, decoded, edit_mask, plan, grow=grow, feather=feather)
-        return (pixels_to_image(result),)
+        return io.NodeOutput(pixels_to_image(result), ui=with_warnings(seen_preview(seen), notes))

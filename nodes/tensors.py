@@ -19,10 +19,17 @@ def pixels_to_image(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.movedim(1, -1).contiguous()
 
 
+PLACEHOLDER_SIZE = (64, 64)  # what Load Image hands over when its picture has no mask
+
+
 def mask_to_edit_mask(mask: torch.Tensor, pixels: torch.Tensor, name: str = "mask") -> torch.Tensor:
-    """A MASK for `pixels` -> (B, 1, H, W); same aspect at another size is resized with a
-    warning, another aspect ratio raises ValueError naming `name` (pbe_core's policy)."""
-    return prepare.fit_mask_to_image(prepare.mask_to_tensor(mask, name), pixels.shape[-2:], name)
+    """A MASK for `pixels` -> (B, 1, H, W), refused when it marks nothing (before its size is
+    checked: Load Image's empty placeholder is 64x64 whatever the picture); same aspect at
+    another size is resized with a warning, another aspect ratio raises ValueError naming
+    `name` (pbe_core's policy)."""
+    edit_mask = prepare.mask_to_tensor(mask, name)
+    require_edit(edit_mask, name)
+    return prepare.fit_mask_to_image(edit_mask, pixels.shape[-2:], name)
 
 
 def edit_mask_to_mask(edit_mask: torch.Tensor) -> torch.Tensor:
@@ -31,12 +38,20 @@ def edit_mask_to_mask(edit_mask: torch.Tensor) -> torch.Tensor:
 
 def require_edit(edit_mask: torch.Tensor, name: str = "mask") -> None:
     """Refuse a mask that marks nothing: the model would have nothing to paint."""
-    if bool(torch.all(prepare.edit_to_keep_mask(edit_mask) == 1)):
-        raise ValueError(
-            f"{name} is empty: no pixel is above 0.5, so there is nothing to edit. Paint the "
-            "region to replace in white (e.g. right-click the Load Image node > Open in "
-            "MaskEditor) or connect the mask you meant."
+    if not bool(torch.all(prepare.edit_to_keep_mask(edit_mask) == 1)):
+        return
+    if tuple(edit_mask.shape[-2:]) == PLACEHOLDER_SIZE and not bool(edit_mask.any()):
+        why = (
+            "no mask was painted (Load Image gives an empty 64x64 mask when its picture has no "
+            "painted mask or transparency)"
         )
+    else:
+        why = "no pixel is above 0.5"
+    raise ValueError(
+        f"{name} is empty: {why}, so there is nothing to edit. Paint the region to replace in "
+        "white: right-click the Load Image node > Open in MaskEditor, paint, Save; or connect "
+        "the mask you meant."
+    )
 
 
 def crop_to_multiple(pixels: torch.Tensor, edit_mask: torch.Tensor, multiple: int = 8):

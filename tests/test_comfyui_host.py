@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACK_NAME = "comfyui-paint-by-example"
 PACK_PARTS = ("__init__.py", "nodes", "pbe_core", "web", "example_workflows")
 WORKFLOWS = REPO / "example_workflows"
+SAVED_WORKFLOWS = REPO / "tests" / "comfyui_saved_workflows"  # as shipped with the V1 nodes
 EXAMPLES = (
     "paint_by_example_basic",
     "paint_by_example_crop_stitch",
@@ -55,6 +56,7 @@ PHOTO_EDIT = (slice(20, 44), slice(16, 40))  # rows, columns of the mask in the 
 LARGE_EDIT = (slice(50, 70), slice(100, 124))  # in the 160x120 photo
 FAST = {"steps": 2, "resolution": 64}  # tiny runs: the crop works at 64 px
 PHOTO = "2"  # the id of the photo's LoadImage in every example
+CUTOUT_OBJECT = (slice(8, 40), slice(6, 34))  # the opaque object of the cut-out exemplar
 
 
 def find_comfyui() -> Path | None:
@@ -132,6 +134,14 @@ def write_inputs(inputs: Path) -> None:
     wide = np.zeros((48, 64), np.uint8)
     wide[10:30, 10:30] = 255
     Image.fromarray(wide).save(inputs / "pbe_mask_64x48.png")
+    Image.fromarray(smooth_picture(120, 160, 2)).save(inputs / "pbe_large_no_mask.png")
+    half = np.zeros((60, 80), np.uint8)  # the large photo's edit at half size: same aspect
+    half[25:35, 50:62] = 255
+    Image.fromarray(half).save(inputs / "pbe_mask_80x60.png")
+    cutout = np.zeros((48, 40, 4), np.uint8)  # a red object on a transparent background
+    cutout[..., :3] = smooth_picture(48, 40, 4)
+    cutout[CUTOUT_OBJECT] = (255, 0, 0, 255)
+    Image.fromarray(cutout, "RGBA").save(inputs / "pbe_cutout.png")
 
 
 @pytest.fixture(scope="module")
@@ -281,6 +291,18 @@ def input_rgba(base: Path, name: str) -> np.ndarray:
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
+def combo_options(spec: list) -> list:
+    """The choices of a combo input, in V1 (["a", "b"], {...}) or V3 ("COMBO", {"options"}) form."""
+    return spec[0] if isinstance(spec[0], list) else spec[1]["options"]
+
+
+def widget_default(spec: list):
+    options = spec[1] if len(spec) > 1 else {}
+    if "default" in options:
+        return options["default"]
+    return combo_options(spec)[0] if isinstance(spec[0], list) or spec[0] == "COMBO" else None
+
+
 def ui_to_api(ui: dict, object_info: dict) -> dict:
     links = {link[0]: link for link in ui["links"]}
     api = {}
@@ -307,10 +329,11 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
             if name in linked:
                 inputs[name] = linked[name]
             elif isinstance(spec[0], list) or spec[0] in WIDGET_TYPES:
-                inputs[name] = next(values)
+                # a widget added after the workflow was saved keeps its default, as in the UI
+                inputs[name] = next(values, widget_default(spec))
                 options = spec[1] if len(spec) > 1 else {}
                 if spec[0] == "INT" and options.get("control_after_generate"):
-                    next(values)  # the "control after generate" widget
+                    next(values, None)  # the "control after generate" widget
                 if options.get("image_upload"):
                     next(values)  # the upload button's value
         api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
@@ -335,14 +358,15 @@ def test_nodes_are_registered_with_tooltips_and_category(comfy):
                     f"{name}.{input_name} has no tooltip"
                 )
     sampler = info["PaintByExampleEdit"]["input"]["required"]
-    assert sampler["sampler_name"][0] == info["KSampler"]["input"]["required"]["sampler_name"][0]
-    assert sampler["scheduler"][0] == info["KSampler"]["input"]["required"]["scheduler"][0]
+    ksampler = info["KSampler"]["input"]["required"]
+    for name in ("sampler_name", "scheduler"):
+        assert combo_options(sampler[name]) == combo_options(ksampler[name])
 
 
 def test_loader_lists_files_diffusers_folders_and_checkpoints(comfy):
     url, _ = comfy
     loader = requests.get(f"{url}/object_info/PaintByExampleModelLoader").json()
-    choices = loader["PaintByExampleModelLoader"]["input"]["required"]["ckpt_name"][0]
+    choices = combo_options(loader["PaintByExampleModelLoader"]["input"]["required"]["ckpt_name"])
     assert {"diffusers", MODEL, "not_pbe.safetensors", "model.ckpt"} <= set(choices)
     assert not any(choice.startswith("diffusers/") for choice in choices)
 
@@ -515,6 +539,7 @@ def test_exemplar_options_mask_tools_and_previews(comfy):
     node_of(workflow, "PaintByExampleExemplarEncode")["inputs"].update(
         exemplar=["94", 0],
         exemplar_mask=["95", 0],
+        exemplar_mask_marks="object",  # LoadImageMask of a white-on-black object mask
         combine="blend",
         blend_weights="1, 0.5",
         negative_exemplar=[PHOTO, 0],
@@ -581,12 +606,23 @@ def mask_from_file(workflow: dict, file: str) -> dict:
         ),
         ("mask size", "PaintByExampleEdit", ["mask is 64x48 but the image is 64x64"]),
         ("empty mask", "PaintByExampleEdit", ["mask is empty", "Paint the region"]),
+        # Load Image's 64x64 placeholder for a 160x120 photo: not a size mismatch (item 13)
+        (
+            "no painted mask",
+            "PaintByExampleCrop",
+            ["mask is empty", "no mask was painted", "Open in MaskEditor"],
+        ),
     ],
 )
 def test_bad_inputs_come_back_as_clear_node_errors(comfy, case, node_type, phrases):
     url, _ = comfy
-    workflow = api_workflow("paint_by_example_basic", **FAST)
-    if case == "foreign model":
+    workflow = api_workflow(
+        "paint_by_example_crop_stitch" if case == "no painted mask" else "paint_by_example_basic",
+        **FAST,
+    )
+    if case == "no painted mask":
+        workflow[PHOTO]["inputs"]["image"] = "pbe_large_no_mask.png"
+    elif case == "foreign model":
         node_of(workflow, "PaintByExampleModelLoader")["inputs"]["ckpt_name"] = (
             "not_pbe.safetensors"
         )
@@ -596,7 +632,72 @@ def test_bad_inputs_come_back_as_clear_node_errors(comfy, case, node_type, phras
         workflow[PHOTO]["inputs"]["image"] = "pbe_no_mask.png"
     error = run_error(url, workflow)
     assert error["node_type"] == node_type
+    # the message, not a type named after the pack's folder path (issue 9, item 18)
+    assert error["exception_type"] == "ValueError"
     message = error["exception_message"]
     for phrase in phrases:
         assert phrase in message
     assert "Traceback" not in message and message.count("\n") <= 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Workflows saved before the V3 nodes, exemplar masks, warnings on the node
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_workflows_saved_with_the_v1_nodes_still_load_and_run(comfy, name):
+    url, _ = comfy
+    saved_api = json.loads((SAVED_WORKFLOWS / "api" / f"{name}.json").read_text())
+    saved_ui = json.loads((SAVED_WORKFLOWS / f"{name}.json").read_text())
+    converted = ui_to_api(saved_ui, requests.get(f"{url}/object_info").json())
+    for key, node in saved_api.items():  # every saved input keeps its name and value
+        assert converted[key]["class_type"] == node["class_type"]
+        assert converted[key]["inputs"].items() >= node["inputs"].items()
+    settings = {"ckpt_name": MODEL, **FAST, "steps": 1, "seed": 5}
+    for workflow in (saved_api, converted):
+        for node in workflow.values():
+            node["inputs"].update({k: v for k, v in settings.items() if k in node["inputs"]})
+    assert np.array_equal(run(url, saved_api), run(url, converted))
+
+
+def preview_pixels(url: str, entry: dict, node_id: str) -> np.ndarray:
+    [preview] = entry["outputs"][node_id]["images"]
+    response = requests.get(f"{url}/view", params=preview)
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")).astype(int)
+
+
+@pytest.mark.parametrize(("marks", "object_seen"), [(None, True), ("object", False)])
+def test_cut_out_exemplar_from_load_image_keeps_its_object(comfy, marks, object_seen):
+    """Load Image's MASK of a cut-out is 1 on the background: by default that is understood, and
+    the node's preview shows what the encoder saw (issue 9, item 15)."""
+    url, _ = comfy
+    workflow = api_workflow("paint_by_example_basic", **FAST | {"steps": 1})
+    workflow["96"] = {"class_type": "LoadImage", "inputs": {"image": "pbe_cutout.png"}}
+    edit = node_of(workflow, "PaintByExampleEdit")["inputs"]
+    edit.update(exemplar=["96", 0], exemplar_mask=["96", 1])
+    edit.pop("exemplar_mask_marks")  # as a workflow saved before the input existed
+    if marks is not None:
+        edit["exemplar_mask_marks"] = marks
+    entry = run_entry(url, workflow)
+    seen = preview_pixels(url, entry, "4")
+    height, width = seen.shape[:2]
+    centre = seen[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3].mean(axis=(0, 1))
+    if object_seen:  # cropped to the red object
+        assert centre[0] > 200 and centre[1:].max() < 60
+    else:  # the object greyed out as background
+        assert np.abs(centre - 128).max() < 10
+
+
+def test_mask_resize_warning_is_shown_on_the_node(comfy):
+    """A same-aspect mask at another size is resized; the warning reaches the UI (item 17)."""
+    url, _ = comfy
+    workflow = api_workflow("paint_by_example_crop_stitch", **FAST | {"steps": 1})
+    workflow["90"] = {
+        "class_type": "LoadImageMask",
+        "inputs": {"image": "pbe_mask_80x60.png", "channel": "red"},
+    }
+    crop_id = next(k for k, n in workflow.items() if n["class_type"] == "PaintByExampleCrop")
+    workflow[crop_id]["inputs"]["mask"] = ["90", 0]
+    entry = run_entry(url, workflow)
+    [warning] = entry["outputs"][crop_id]["pbe_warnings"]
+    assert "mask is 80x60 but the image is 160x120" in warning and "resizing" in warning
