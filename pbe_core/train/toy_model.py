@@ -11,10 +11,10 @@ a learning rate and warm-up for training from scratch instead of fine-tuning.
     models, path = toy_model()     # trains (minutes) or reuses the cached file (seconds)
 
 Status (measured, bench/toy_world.py): with these settings the exemplar does NOT yet steer the
-edit (colour agreement at chance). The cause found: the VAE stand-in does not keep hues (red
-comes back yellow, magenta blue). GroupNorm has 32 groups, so with 64 channels at full size
-each group holds 2 channels and the decoder's last norm erases most of a flat area's colour;
-about 4 channels per group (128 at full size) or far longer VAE training is the likely fix.
+edit (colour agreement at chance). What fails first is the VAE stand-in: after its short
+training it does not keep hues (red comes back yellow, magenta blue) and its loss plateaus
+near 0.3. Widening it to 4 channels per GroupNorm group (128 at full size) did not help in 400
+steps, so the next step is the VAE's optimisation itself (longer, lower learning rate, fp32).
 """
 
 from __future__ import annotations
