@@ -11,6 +11,7 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 from .conditioning import PaintByExampleInpaintConditioning
 from .exemplar import PaintByExampleExemplarEncode
 from .folders import register_model_folder
+from .lora import PaintByExampleLoraLoader
 from .model import PaintByExampleModelLoader
 from .regions import (
     PaintByExampleCrop,
@@ -18,10 +19,12 @@ from .regions import (
     PaintByExampleMaskToBBox,
     PaintByExampleStitch,
 )
+from .results import PaintByExampleColourMatch, PaintByExampleRankByClipScore
 from .sampler import PaintByExampleEdit
 
 NODES: list[type[io.ComfyNode]] = [
     PaintByExampleModelLoader,
+    PaintByExampleLoraLoader,
     PaintByExampleExemplarEncode,
     PaintByExampleInpaintConditioning,
     PaintByExampleEdit,
@@ -29,6 +32,8 @@ NODES: list[type[io.ComfyNode]] = [
     PaintByExampleStitch,
     PaintByExampleGrowMask,
     PaintByExampleMaskToBBox,
+    PaintByExampleColourMatch,
+    PaintByExampleRankByClipScore,
 ]
 
 

@@ -25,7 +25,17 @@ def inpaint_conditioning(positive, negative, vae, pixels: torch.Tensor, edit_mas
     )
     keep = prepare.edit_to_keep_mask(edit_mask)
     masked = prepare.masked_image(prepare.to_model_range(pixels), keep)
-    masked_latent = vae.encode(pixels_to_image((masked + 1) / 2))
+    return attach_inpaint_inputs(positive, negative, encode_masked(vae, masked), edit_mask)
+
+
+def encode_masked(vae, masked: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) masked image in [-1, 1] -> its latent through ComfyUI's VAE ([0, 1] BHWC)."""
+    return vae.encode(pixels_to_image((masked + 1) / 2))
+
+
+def attach_inpaint_inputs(positive, negative, masked_latent, edit_mask: torch.Tensor):
+    """The conditionings carrying the masked-image latent and the edit mask, and the empty
+    latent sampling starts from."""
     values = {"concat_latent_image": masked_latent, "concat_mask": edit_mask.contiguous()}
     latent = {"samples": torch.zeros_like(masked_latent)}
     return (

@@ -62,6 +62,19 @@ def seen_preview(seen: torch.Tensor) -> dict:
     return ui.PreviewImage(pixels_to_image(seen)).as_dict()
 
 
+def unnormalised(pixels: torch.Tensor) -> torch.Tensor:
+    """CLIP-normalised exemplar pixels -> [0, 1]: what the encoder saw, for a preview."""
+    mean = torch.tensor(prepare.CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(prepare.CLIP_STD).view(1, 3, 1, 1)
+    return (pixels.cpu().float() * std + mean).clamp(0, 1)
+
+
+def exemplar_seen(exemplar, size: int, mode: str, exemplar_mask=None) -> torch.Tensor:
+    """The exemplar as prepared for the encoder, in [0, 1] (N, 3, S, S)."""
+    pixels = prepare.prepare_exemplar(exemplar, size=size, mode=mode, exemplar_mask=exemplar_mask)
+    return unnormalised(pixels)
+
+
 def encode_exemplars(encoder_patcher, exemplar, mode: str, exemplar_mask=None):
     """IMAGE (N, H, W, C) -> embeddings (N, 1, ctx) float32, and the pixels the encoder saw
     (N, 3, S, S) in [0, 1], for a preview."""
@@ -70,9 +83,7 @@ def encode_exemplars(encoder_patcher, exemplar, mode: str, exemplar_mask=None):
         exemplar, size=encoder.config.image_size, mode=mode, exemplar_mask=exemplar_mask
     )
     embeddings = encoder(pixels.to(encoder_patcher.load_device))
-    mean = torch.tensor(prepare.CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(prepare.CLIP_STD).view(1, 3, 1, 1)
-    seen = (pixels * std + mean).clamp(0, 1)
+    seen = unnormalised(pixels)
     return embeddings.to(comfy.model_management.intermediate_device(), torch.float32), seen
 
 

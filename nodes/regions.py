@@ -16,6 +16,7 @@ from .tensors import (
     image_to_pixels,
     mask_to_edit_mask,
     pixels_to_image,
+    require_edit,
 )
 
 KERNELS = ("round", "square")
@@ -76,10 +77,99 @@ def crop_options() -> list:
     ]
 
 
-def plan_crop(pixels, edit_mask, context: float, resolution: int, grow: int, feather: int):
-    return regions.plan_region(
-        pixels.shape[-2:], edit_mask, context, resolution, margin=max(grow, 0) + feather
+# The crop options added after the first release: optional and last, so workflows saved before
+# them keep their widgets; these defaults are the behaviour before them.
+CROP_EXTRAS = {
+    "fill_holes": False,
+    "mask_hipass": 0.0,
+    "multiple": 8,
+    "min_size": 128,
+    "max_aspect": 2.0,
+    "context_mask": None,
+}
+
+
+def crop_extras() -> list:
+    """The optional crop options (pbe_core.regions), shared with the all-in-one node."""
+    return [
+        io.Boolean.Input(
+            "fill_holes",
+            default=False,
+            optional=True,
+            tooltip="Fill what the mask encloses, so islands of the scene left inside a painted "
+            "region are repainted too.",
+        ),
+        io.Float.Input(
+            "mask_hipass",
+            default=0.0,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            optional=True,
+            tooltip="Mask values below this count as 0: a faint haze from a soft brush or a "
+            "segmenter no longer widens the crop or ghosts the blend.",
+        ),
+        io.Int.Input(
+            "multiple",
+            default=8,
+            min=8,
+            max=64,
+            step=8,
+            optional=True,
+            tooltip="The crop's sides at working size are multiples of this (64: latents "
+            "divisible by 8, for model patches that need it).",
+        ),
+        io.Int.Input(
+            "min_size",
+            default=128,
+            min=8,
+            max=2048,
+            optional=True,
+            tooltip="Smallest side of the crop in the picture's pixels, so a tiny mask still "
+            "gets surroundings.",
+        ),
+        io.Float.Input(
+            "max_aspect",
+            default=2.0,
+            min=1.0,
+            max=4.0,
+            step=0.05,
+            optional=True,
+            tooltip="Most elongated crop allowed; 1 gives square crops, as the model was trained.",
+        ),
+        io.Mask.Input(
+            "context_mask",
+            optional=True,
+            tooltip="White = more the model should see (e.g. the table under a cup): the crop "
+            "takes in this mask's box too.",
+        ),
+    ]
+
+
+def plan_crop(pixels, edit_mask, context, resolution, grow, feather, extras: dict):
+    """The edit mask as the crop options leave it, and the crop planned around it (in the
+    order pbe_core.conductor applies them)."""
+    edit_mask = regions.hipass_mask(edit_mask, extras["mask_hipass"])
+    if extras["fill_holes"]:
+        edit_mask = regions.fill_holes(edit_mask)
+    context_mask = extras["context_mask"]
+    if context_mask is not None:
+        context_mask = prepare.mask_to_tensor(context_mask, "context_mask")
+        context_mask = prepare.fit_mask_to_image(context_mask, pixels.shape[-2:], "context_mask")
+        context_mask = regions.hipass_mask(context_mask, extras["mask_hipass"])
+    require_edit(edit_mask, "mask (after mask_hipass)")
+    plan = regions.plan_region(
+        pixels.shape[-2:],
+        edit_mask,
+        context,
+        resolution,
+        extras["multiple"],
+        extras["min_size"],
+        margin=max(grow, 0) + feather,
+        max_aspect=extras["max_aspect"],
+        context_mask=context_mask,
     )
+    return edit_mask, plan
 
 
 def preview(pixels: torch.Tensor) -> dict:
@@ -101,6 +191,7 @@ class PaintByExampleCrop(io.ComfyNode):
                 io.Image.Input("image", tooltip="The full picture to edit."),
                 io.Mask.Input("mask", tooltip="White = the region to edit."),
                 *crop_options(),
+                *crop_extras(),
             ],
             outputs=[
                 io.Image.Output(
@@ -121,11 +212,13 @@ class PaintByExampleCrop(io.ComfyNode):
 
     @classmethod
     @plain_errors
-    def execute(cls, image, mask, context, resolution, grow, feather) -> io.NodeOutput:
+    def execute(cls, image, mask, context, resolution, grow, feather, **extras) -> io.NodeOutput:
         with noted_warnings() as notes:
             pixels = image_to_pixels(image)
             edit_mask = mask_to_edit_mask(mask, pixels)
-            region = plan_crop(pixels, edit_mask, context, resolution, grow, feather)
+            edit_mask, region = plan_crop(
+                pixels, edit_mask, context, resolution, grow, feather, CROP_EXTRAS | extras
+            )
             crop_pixels, crop_mask = regions.crop(pixels, edit_mask, region)
         stitch = Stitch(region, pixels, edit_mask, grow, feather)
         return io.NodeOutput(

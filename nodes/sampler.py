@@ -1,28 +1,24 @@
-"""The all-in-one edit: crop, encode, condition, sample with ComfyUI's KSampler, decode, stitch."""
+"""The all-in-one edit: pbe_core's one conductor of the edit on ComfyUI's KSampler and VAE."""
 
 from __future__ import annotations
 
-import comfy.model_management
 import comfy.samplers
-import nodes as comfy_nodes  # ComfyUI's own nodes.py: common_ksampler brings progress, previews
 from comfy_api.v0_0_2 import io
 
-from ..pbe_core import prepare, regions
-from .conditioning import inpaint_conditioning
+from ..pbe_core.conductor import conduct_edit
 from .exemplar import (
     EXEMPLAR_MODE_TOOLTIP,
     EXEMPLAR_MODES,
     MASK_MARKS,
-    conditioning,
-    encode_exemplars,
     exemplar_object_mask,
-    learned_negative,
+    exemplar_seen,
     mask_marks_input,
     seen_preview,
 )
 from .messages import noted_warnings, plain_errors, with_warnings
 from .model import CATEGORY, Encoder, require_paint_by_example
-from .regions import crop_options, plan_crop
+from .parts import ComfyEditParts
+from .regions import CROP_EXTRAS, crop_extras, crop_options
 from .tensors import image_to_pixels, mask_to_edit_mask, pixels_to_image
 
 REGION_MODES = ("crop around mask", "full image")
@@ -98,6 +94,18 @@ class PaintByExampleEdit(io.ComfyNode):
                     "background is greyed.",
                 ),
                 mask_marks_input(),
+                io.Float.Input(
+                    "colour_match",
+                    default=0.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.05,
+                    optional=True,
+                    tooltip="Match the edit's colours to a ring of its surroundings (0 = off, 1 = "
+                    "fully): against a colour cast; pixels outside the feathered mask stay as "
+                    "they were.",
+                ),
+                *crop_extras(),
             ],
             outputs=[
                 io.Image.Output(
@@ -131,32 +139,31 @@ class PaintByExampleEdit(io.ComfyNode):
         exemplar_mode,
         exemplar_mask=None,
         exemplar_mask_marks=MASK_MARKS[0],
+        colour_match=0.0,
+        **extras,
     ) -> io.NodeOutput:
         require_paint_by_example(model)
+        parts = ComfyEditParts(model, vae, encoder, steps, cfg, sampler_name, scheduler)
         with noted_warnings() as notes:
-            pixels = image_to_pixels(image)
-            edit_mask = mask_to_edit_mask(mask, pixels)
+            edit_mask = mask_to_edit_mask(mask, image_to_pixels(image))  # refuses an empty mask
             object_mask = exemplar_object_mask(exemplar_mask, exemplar_mask_marks)
-            embeddings, seen = encode_exemplars(encoder, exemplar, exemplar_mode, object_mask)
-            pixels, edit_mask, embeddings = prepare.broadcast_batch(
-                pixels, edit_mask, embeddings, names=("image", "mask", "exemplar")
+            result = conduct_edit(
+                parts,
+                image,
+                edit_mask,
+                exemplar,
+                seed=seed,
+                region="auto" if region == REGION_MODES[0] else "full",
+                context=context,
+                resolution=resolution,
+                grow=grow,
+                feather=feather,
+                colour_match=colour_match,
+                exemplar_mode=exemplar_mode,
+                exemplar_mask=object_mask,
+                **(CROP_EXTRAS | extras),
             )
-        if region == REGION_MODES[0]:
-            plan = plan_crop(pixels, edit_mask, context, resolution, grow, feather)
-        else:
-            plan = regions.plan_full(pixels.shape[-2:])
-        crop_pixels, crop_mask = regions.crop(pixels, edit_mask, plan)
-        positive, negative, latent = inpaint_conditioning(
-            conditioning(embeddings),
-            conditioning(learned_negative(encoder)),
-            vae,
-            crop_pixels,
-            crop_mask,
+            seen = exemplar_seen(exemplar, parts.exemplar_size, exemplar_mode, object_mask)
+        return io.NodeOutput(
+            pixels_to_image(result.images), ui=with_warnings(seen_preview(seen), notes)
         )
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        (samples,) = comfy_nodes.common_ksampler(
-            model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent
-        )
-        decoded = vae.decode(samples["samples"]).movedim(-1, 1)
-        result = regions.stitch(pixels, decoded, edit_mask, plan, grow=grow, feather=feather)
-        return io.NodeOutput(pixels_to_image(result), ui=with_warnings(seen_preview(seen), notes))

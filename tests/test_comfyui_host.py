@@ -10,9 +10,11 @@ not touched. The API-format example workflows drive the runs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,22 +27,32 @@ import requests
 import torch
 from PIL import Image
 
+from pbe_core import download
 from pbe_core.checkpoint import load_models
+from pbe_core.colour import rgb_to_lab
+from pbe_core.evaluate import region_clip_score
 from pbe_core.pipeline import PaintByExample
-from pbe_core.testing import tiny_weights, write_layout
+from pbe_core.testing import tiny_models, tiny_weights, write_layout
 
 REPO = Path(__file__).resolve().parents[1]
 PACK_NAME = "comfyui-paint-by-example"
 PACK_PARTS = ("__init__.py", "nodes", "pbe_core", "web", "example_workflows")
 WORKFLOWS = REPO / "example_workflows"
 SAVED_WORKFLOWS = REPO / "tests" / "comfyui_saved_workflows"  # as shipped with the V1 nodes
-EXAMPLES = (
+BASIC = "Paint by Example - edit in one node"
+CROP_STITCH = "Paint by Example - crop, KSampler, stitch"
+STOCK = "Paint by Example - stock KSampler chain"
+COLOUR = "Paint by Example - colour match"
+BEST_OF = "Paint by Example - best of 4 by CLIP score"
+EXAMPLES = (BASIC, CROP_STITCH, STOCK, COLOUR, BEST_OF)
+SAVED_EXAMPLES = (  # the V1-era examples, as tests/comfyui_saved_workflows keeps them
     "paint_by_example_basic",
     "paint_by_example_crop_stitch",
     "paint_by_example_stock_ksampler",
 )
 OUR_NODES = (
     "PaintByExampleModelLoader",
+    "PaintByExampleLoraLoader",
     "PaintByExampleExemplarEncode",
     "PaintByExampleInpaintConditioning",
     "PaintByExampleEdit",
@@ -48,10 +60,15 @@ OUR_NODES = (
     "PaintByExampleStitch",
     "PaintByExampleGrowMask",
     "PaintByExampleMaskToBBox",
+    "PaintByExampleColourMatch",
+    "PaintByExampleRankByClipScore",
 )
 MODEL = "model.safetensors"
+SHIPPED_NAME = download.LOCAL_NAMES["single"]  # the name the shipped workflows load
+LORA = "pbe_lora.safetensors"
+LORA_STRENGTH = 0.7
 START_TIMEOUT_S = 120
-RUN_TIMEOUT_S = 60
+RUN_TIMEOUT_S = 180  # the CPU here is shared: a short run can wait its turn
 PHOTO_EDIT = (slice(20, 44), slice(16, 40))  # rows, columns of the mask in the 64x64 photo
 LARGE_EDIT = (slice(50, 70), slice(100, 124))  # in the 160x120 photo
 FAST = {"steps": 2, "resolution": 64}  # tiny runs: the crop works at 64 px
@@ -101,10 +118,38 @@ def write_models(models: Path) -> None:
     write_layout(weights, "safetensors", models / "paint_by_example")
     write_layout(weights, "diffusers", models / "paint_by_example")
     write_layout(weights, "ckpt", models / "checkpoints")
+    # where the README and `download --dir` put the weights, under that name
+    shutil.copy(models / "checkpoints" / "model.ckpt", models / "paint_by_example" / SHIPPED_NAME)
     save_file(
         {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)},
         models / "paint_by_example" / "not_pbe.safetensors",
     )
+    write_lora_and_merges(models)
+
+
+def write_lora_and_merges(models: Path) -> None:
+    """A Paint by Example LoRA of the tiny model (UNet adapters + encoder parts, as training
+    writes it) in models/loras, and the tiny model with it merged at LORA_STRENGTH: all of it,
+    and its UNet part alone."""
+    from pbe_core.checkpoint import save_single_file, weights_of
+    from pbe_core.train.loop import ENCODER_PARTS
+    from pbe_core.train.lora import LoRAAdapters, apply_lora, save_lora
+
+    trained = tiny_models(0)
+    adapters = LoRAAdapters(trained.unet, rank=2, targets=("attention", "proj"))
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for layer in adapters.layers:  # as if trained: adapters that change the output
+            layer.up.weight.copy_(0.5 * torch.randn(layer.up.weight.shape, generator=generator))
+        for name, parameter in trained.encoder.named_parameters():
+            if name.split(".")[0] in ENCODER_PARTS:
+                parameter.add_(0.2 * torch.randn(parameter.shape, generator=generator))
+    (models / "loras").mkdir(exist_ok=True)
+    lora = save_lora(adapters, trained, models / "loras" / LORA, ENCODER_PARTS)
+    merged = apply_lora(tiny_models(0), lora, LORA_STRENGTH)
+    save_single_file(weights_of(merged), models / "paint_by_example" / "merged_lora.safetensors")
+    unet_only = dataclasses.replace(merged, encoder=tiny_models(0).encoder)
+    save_single_file(weights_of(unet_only), models / "paint_by_example" / "merged_unet.safetensors")
 
 
 def smooth_picture(height: int, width: int, seed: int) -> np.ndarray:
@@ -209,11 +254,11 @@ def comfy(tmp_path_factory):
 # Workflows over HTTP
 
 
-def api_workflow(name: str, **overrides) -> dict:
-    """An API-format example with the tiny model, and every input named in overrides set (on
-    every node that has it)."""
+def api_workflow(name: str, as_shipped: bool = False, **overrides) -> dict:
+    """An API-format example with the tiny model (unless as_shipped: the weights it names), and
+    every input named in overrides set (on every node that has it)."""
     workflow = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
-    overrides = {"ckpt_name": MODEL, **overrides}
+    overrides = overrides if as_shipped else {"ckpt_name": MODEL, **overrides}
     for node in workflow.values():
         for key, value in overrides.items():
             if key in node["inputs"]:
@@ -411,27 +456,48 @@ def untouched_beyond(photo: np.ndarray, feather: int) -> np.ndarray:
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_workflow_runs_to_an_image(comfy, name):
+    """Each shipped workflow as an API prompt (its UI form converts to the same prompt: above);
+    with the weights where the README and `download --dir` put them, unchanged (item 14)."""
     url, base = comfy
-    workflow = api_workflow(name, **FAST)
+    workflow = api_workflow(name, as_shipped=True, **FAST)
     photo = input_rgba(base, workflow[PHOTO]["inputs"]["image"])
-    image = run(url, workflow)
-    assert image.shape == photo.shape[:2] + (3,)
-    edit = photo[..., 3] == 0
-    assert np.abs(image[edit].astype(int) - photo[..., :3][edit]).mean() > 5  # the region changed
+    images = saved_images(url, run_entry(url, workflow))
+    assert len(images) == (4 if name == BEST_OF else 1)
     stitch = next((n for n in workflow.values() if "feather" in n["inputs"]), None)
-    if stitch is not None:  # crop and stitch: every pixel beyond the feather is the photo's own
-        untouched = untouched_beyond(photo, stitch["inputs"]["feather"])
-        assert np.array_equal(image[untouched], photo[..., :3][untouched])
+    for image in images:
+        assert image.shape == photo.shape[:2] + (3,)
+        edit = photo[..., 3] == 0
+        assert np.abs(image[edit].astype(int) - photo[..., :3][edit]).mean() > 5  # it edited
+        if stitch is not None:  # crop and stitch: every pixel beyond the feather is the photo's
+            untouched = untouched_beyond(photo, stitch["inputs"]["feather"])
+            assert np.array_equal(image[untouched], photo[..., :3][untouched])
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_shipped_workflows_name_the_weights_and_where_to_get_them(comfy, name):
+    """ComfyUI's missing-models dialog lists what a workflow's `models` names (item 14)."""
+    url, _ = comfy
+    ui = requests.get(f"{url}/api/workflow_templates/{PACK_NAME}/{name}.json").json()
+    [official] = download.OFFICIAL_FILES["single"]
+    assert ui["models"] == [
+        {
+            "name": SHIPPED_NAME,
+            "url": download.official_url(official, download.HUB_ENDPOINT),
+            "directory": "paint_by_example",
+        }
+    ]
+    loaders = [n for n in ui["nodes"] if n["type"] == "PaintByExampleModelLoader"]
+    assert [loader["widgets_values"] for loader in loaders] == [[SHIPPED_NAME]]
+    folders = requests.get(f"{url}/models").json()
+    assert "paint_by_example" in folders  # the dialog's "directory" is a known model folder
 
 
 @pytest.mark.parametrize("ckpt_name", ["diffusers", "model.ckpt"])
 def test_loader_reads_every_layout_to_the_same_edit(comfy, ckpt_name):
     url, _ = comfy
     settings = {**FAST, "steps": 1, "seed": 3}
-    expected = run(url, api_workflow("paint_by_example_basic", **settings))
-    assert np.array_equal(
-        run(url, api_workflow("paint_by_example_basic", **settings, ckpt_name=ckpt_name)), expected
-    )
+    expected = run(url, api_workflow(BASIC, **settings))
+    assert np.array_equal(run(url, api_workflow(BASIC, **settings, ckpt_name=ckpt_name)), expected)
 
 
 REFERENCE = {
@@ -448,9 +514,7 @@ def reference_edit(comfy) -> np.ndarray:
     """The all-in-one on the 64x64 photo, whole image, no feather: DDIM timesteps (8 divides
     1000, so ddim_uniform and pbe_core agree on them)."""
     url, _ = comfy
-    workflow = api_workflow(
-        "paint_by_example_basic", **REFERENCE, region="full image", feather=0, grow=0
-    )
+    workflow = api_workflow(BASIC, **REFERENCE, region="full image", feather=0, grow=0)
     return run(url, workflow).astype(int)
 
 
@@ -491,7 +555,7 @@ def test_comfyui_edit_matches_pbe_core_pipeline(comfy, reference_edit):
 def test_stock_chain_agrees_with_the_all_in_one_node(comfy, reference_edit):
     url, base = comfy
     photo = input_rgba(base, "pbe_photo.png")
-    stock = run(url, api_workflow("paint_by_example_stock_ksampler", **REFERENCE)).astype(int)
+    stock = run(url, api_workflow(STOCK, **REFERENCE)).astype(int)
     edit = photo[..., 3] == 0
     # They differ only in the starting latent: ComfyUI adds the source latent to the noise for
     # the stock chain; the all-in-one starts from noise alone, as the reference does.
@@ -501,7 +565,7 @@ def test_stock_chain_agrees_with_the_all_in_one_node(comfy, reference_edit):
 
 def test_image_batches_broadcast_mask_and_exemplar(comfy):
     url, base = comfy
-    workflow = api_workflow("paint_by_example_basic", **FAST, seed=21)
+    workflow = api_workflow(BASIC, **FAST, seed=21)
     workflow["91"] = {
         "class_type": "RepeatImageBatch",
         "inputs": {"image": [PHOTO, 0], "amount": 2},
@@ -518,7 +582,7 @@ def test_image_batches_broadcast_mask_and_exemplar(comfy):
 
 def test_exemplar_options_mask_tools_and_previews(comfy):
     url, base = comfy
-    workflow = api_workflow("paint_by_example_crop_stitch", **FAST, seed=22)
+    workflow = api_workflow(CROP_STITCH, **FAST, seed=22)
     workflow["92"] = {
         "class_type": "PaintByExampleGrowMask",
         "inputs": {"mask": [PHOTO, 1], "grow": 4, "feather": 0, "kernel": "round"},
@@ -562,7 +626,7 @@ def test_exemplar_options_mask_tools_and_previews(comfy):
 def test_interrupt_stops_a_run_and_the_next_one_is_served(comfy):
     url, _ = comfy
     long_run = api_workflow(
-        "paint_by_example_basic",
+        BASIC,
         **FAST | {"steps": 10000, "seed": 123, "sampler_name": "euler", "scheduler": "normal"},
     )
     prompt_id = submit(url, long_run)
@@ -579,9 +643,7 @@ def test_interrupt_stops_a_run_and_the_next_one_is_served(comfy):
     assert time.monotonic() - interrupted_at < 10
     assert entry["status"]["status_str"] == "error"
     assert messages(entry, "execution_interrupted")
-    assert run(
-        url, api_workflow("paint_by_example_basic", **FAST | {"steps": 1, "seed": 124})
-    ).shape == (64, 64, 3)
+    assert run(url, api_workflow(BASIC, **FAST | {"steps": 1, "seed": 124})).shape == (64, 64, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,7 +679,7 @@ def mask_from_file(workflow: dict, file: str) -> dict:
 def test_bad_inputs_come_back_as_clear_node_errors(comfy, case, node_type, phrases):
     url, _ = comfy
     workflow = api_workflow(
-        "paint_by_example_crop_stitch" if case == "no painted mask" else "paint_by_example_basic",
+        CROP_STITCH if case == "no painted mask" else BASIC,
         **FAST,
     )
     if case == "no painted mask":
@@ -644,7 +706,7 @@ def test_bad_inputs_come_back_as_clear_node_errors(comfy, case, node_type, phras
 # Workflows saved before the V3 nodes, exemplar masks, warnings on the node
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
+@pytest.mark.parametrize("name", SAVED_EXAMPLES)
 def test_workflows_saved_with_the_v1_nodes_still_load_and_run(comfy, name):
     url, _ = comfy
     saved_api = json.loads((SAVED_WORKFLOWS / "api" / f"{name}.json").read_text())
@@ -671,7 +733,7 @@ def test_cut_out_exemplar_from_load_image_keeps_its_object(comfy, marks, object_
     """Load Image's MASK of a cut-out is 1 on the background: by default that is understood, and
     the node's preview shows what the encoder saw (issue 9, item 15)."""
     url, _ = comfy
-    workflow = api_workflow("paint_by_example_basic", **FAST | {"steps": 1})
+    workflow = api_workflow(BASIC, **FAST | {"steps": 1})
     workflow["96"] = {"class_type": "LoadImage", "inputs": {"image": "pbe_cutout.png"}}
     edit = node_of(workflow, "PaintByExampleEdit")["inputs"]
     edit.update(exemplar=["96", 0], exemplar_mask=["96", 1])
@@ -691,7 +753,7 @@ def test_cut_out_exemplar_from_load_image_keeps_its_object(comfy, marks, object_
 def test_mask_resize_warning_is_shown_on_the_node(comfy):
     """A same-aspect mask at another size is resized; the warning reaches the UI (item 17)."""
     url, _ = comfy
-    workflow = api_workflow("paint_by_example_crop_stitch", **FAST | {"steps": 1})
+    workflow = api_workflow(CROP_STITCH, **FAST | {"steps": 1})
     workflow["90"] = {
         "class_type": "LoadImageMask",
         "inputs": {"image": "pbe_mask_80x60.png", "channel": "red"},
@@ -701,3 +763,136 @@ def test_mask_resize_warning_is_shown_on_the_node(comfy):
     entry = run_entry(url, workflow)
     [warning] = entry["outputs"][crop_id]["pbe_warnings"]
     assert "mask is 80x60 but the image is 160x120" in warning and "resizing" in warning
+
+
+# ---------------------------------------------------------------------------------------------
+# Colour match, ranking, crop options (issue 11)
+
+
+def test_rank_node_orders_edits_by_region_clip_score(comfy):
+    url, base = comfy
+    workflow = api_workflow(BEST_OF, **FAST | {"steps": 1, "seed": 31})
+    entry = run_entry(url, workflow)
+    ranked = saved_images(url, entry)
+    [text] = entry["outputs"]["9"]["text"]  # Preview Any of the scores
+    scores = [float(value) for value in text.split(", ")]
+    assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+    assert len({image.tobytes() for image in ranked}) == 4  # four different edits
+    # the saved pictures, scored again by pbe_core on the same model, come out in that order
+    models = load_models(base / "models" / "paint_by_example" / MODEL)
+    photo = input_rgba(base, "pbe_photo.png")
+    pixels = torch.from_numpy(np.stack(ranked)).permute(0, 3, 1, 2).float() / 255
+    edit_mask = torch.from_numpy(photo[..., 3] == 0).float()[None, None]
+    exemplar = np.asarray(Image.open(base / "input" / "pbe_exemplar.png").convert("RGB"))
+    again = region_clip_score(pixels, edit_mask, exemplar, models.encoder.transformer)
+    assert np.allclose(again.numpy(), scores, atol=0.3)  # 8-bit saving moves them a little
+
+
+def test_colour_match_node_moves_the_region_towards_its_surroundings(comfy):
+    url, base = comfy
+    workflow = api_workflow(COLOUR, **FAST | {"steps": 1, "seed": 32})
+    entry = run_entry(url, workflow)
+    [matched] = saved_images(url, entry)
+    [before] = entry["outputs"]["8"]["images"]  # the preview of the edit before the match
+    response = requests.get(f"{url}/view", params=before)
+    before = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+    photo = input_rgba(base, "pbe_photo.png")
+    untouched = untouched_beyond(photo, 8)
+    assert np.array_equal(matched[untouched], before[untouched])
+    edit = photo[..., 3] == 0
+    ring = ~edit & ~untouched_beyond(photo, 8 + 16) & untouched
+
+    def lab(picture: np.ndarray) -> torch.Tensor:
+        return rgb_to_lab(torch.from_numpy(picture).permute(2, 0, 1)[None].float() / 255)[0]
+
+    def distance(picture: np.ndarray) -> float:
+        values = lab(picture)
+        return float((values[:, edit].mean(1) - values[:, ring].mean(1)).norm())
+
+    assert distance(matched) < 0.5 * distance(before)
+
+
+def test_crop_options_shape_the_crop_and_reach_the_all_in_one(comfy):
+    url, base = comfy
+    workflow = api_workflow(
+        CROP_STITCH, **FAST | {"steps": 1, "seed": 33, "max_aspect": 1.0, "multiple": 16}
+    )
+    crop_id = next(k for k, n in workflow.items() if n["class_type"] == "PaintByExampleCrop")
+    workflow["97"] = {"class_type": "PreviewImage", "inputs": {"images": [crop_id, 0]}}
+    entry = run_entry(url, workflow)
+    [crop] = entry["outputs"]["97"]["images"]
+    with Image.open(io.BytesIO(requests.get(f"{url}/view", params=crop).content)) as picture:
+        assert picture.width == picture.height and picture.width % 16 == 0  # square, multiple
+    full = api_workflow(BASIC, **FAST | {"steps": 1, "seed": 33})
+    node_of(full, "PaintByExampleEdit")["inputs"].update(
+        fill_holes=True, mask_hipass=0.2, colour_match=0.5, context_mask=[PHOTO, 1]
+    )
+    image = run(url, full)
+    photo = input_rgba(base, "pbe_photo.png")
+    untouched = untouched_beyond(photo, 8)
+    assert np.array_equal(image[untouched], photo[..., :3][untouched])
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA (issue 8)
+
+LORA_RUN = {**FAST, "steps": 2, "seed": 41, "region": "full image"}
+
+
+def with_lora_node(workflow: dict, node_type: str) -> dict:
+    """The all-in-one's model (and for our node its encoder) through a LoRA node."""
+    edit = node_of(workflow, "PaintByExampleEdit")["inputs"]
+    if node_type == "PaintByExampleLoraLoader":
+        workflow["80"] = {
+            "class_type": node_type,
+            "inputs": {
+                "model": edit["model"],
+                "encoder": edit["encoder"],
+                "lora_name": LORA,
+                "strength": LORA_STRENGTH,
+            },
+        }
+        edit.update(model=["80", 0], encoder=["80", 1])
+    else:  # ComfyUI's own
+        workflow["80"] = {
+            "class_type": node_type,
+            "inputs": {"model": edit["model"], "lora_name": LORA, "strength_model": LORA_STRENGTH},
+        }
+        edit["model"] = ["80", 0]
+    return workflow
+
+
+@pytest.mark.parametrize(
+    ("node_type", "merged"),
+    [
+        ("PaintByExampleLoraLoader", "merged_lora.safetensors"),
+        # ComfyUI's own loader finds the UNet part of the file on our MODEL (it leaves the
+        # encoder parts, which it does not know, alone)
+        ("LoraLoaderModelOnly", "merged_unet.safetensors"),
+    ],
+)
+def test_lora_on_the_model_equals_the_lora_merged_into_the_weights(comfy, node_type, merged):
+    url, base = comfy
+    applied = run(url, with_lora_node(api_workflow(BASIC, **LORA_RUN), node_type)).astype(int)
+    expected = run(url, api_workflow(BASIC, **LORA_RUN, ckpt_name=merged)).astype(int)
+    plain = run(url, api_workflow(BASIC, **LORA_RUN)).astype(int)
+    edit = input_rgba(base, "pbe_photo.png")[..., 3] == 0
+    assert np.abs(applied - expected).max() <= 2  # 8-bit rounding of float32 differences
+    assert np.abs(applied[edit] - plain[edit]).mean() > 5  # the LoRA did change the edit
+
+
+def test_lora_of_another_kind_is_refused_by_name(comfy):
+    url, base = comfy
+    from safetensors.torch import save_file
+
+    save_file(
+        {"lora_unet_x.lora_down.weight": torch.zeros(2, 2)},
+        base / "models" / "loras" / "sd.safetensors",
+    )
+    requests.get(f"{url}/object_info/PaintByExampleLoraLoader")  # the list refreshes
+    workflow = with_lora_node(api_workflow(BASIC, **LORA_RUN), "PaintByExampleLoraLoader")
+    workflow["80"]["inputs"]["lora_name"] = "sd.safetensors"
+    error = run_error(url, workflow)
+    assert error["node_type"] == "PaintByExampleLoraLoader"
+    assert "not a Paint by Example LoRA" in error["exception_message"]
+    assert error["exception_type"] == "ValueError"

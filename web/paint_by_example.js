@@ -1,5 +1,7 @@
 // Paint by Example: warn on the canvas when a Paint by Example graph is wired in a way that runs
-// but gives wrong pictures. Two mistakes the server cannot see until a run, or at all:
+// but gives wrong pictures, and show the warnings a run sent back (a mask resized to the image).
+// The notes are drawn under the node, clear of the title bar and its node-source badge.
+// Two mistakes the server cannot see until a run, or at all:
 //  - a Paint by Example node fed a MODEL that did not come from "Load Paint by Example Model"
 //    (a checkpoint loader treats the 9-channel UNet as SD inpainting: wrong channels);
 //  - a sampler driven by the Paint by Example model whose positive/negative conditioning comes
@@ -9,6 +11,7 @@ import { app } from "../../scripts/app.js";
 const LOADER = "PaintByExampleModelLoader";
 const ENCODE = "PaintByExampleExemplarEncode";
 const OWN_MODEL_NODES = new Set(["PaintByExampleEdit"]);
+const RUN_WARNINGS = "pbe_warnings"; // the ui key of nodes/messages.py
 
 function linkOf(graph, id) {
   if (id == null) return undefined;
@@ -88,14 +91,22 @@ app.registerExtension({
       scheduleRefresh(this.graph);
       return result;
     };
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (output, ...rest) {
+      const result = onExecuted?.apply(this, [output, ...rest]);
+      this.pbeRunNotes = output?.[RUN_WARNINGS] ?? null;
+      this.setDirtyCanvas?.(true, true);
+      return result;
+    };
     const onDrawForeground = nodeType.prototype.onDrawForeground;
     nodeType.prototype.onDrawForeground = function (ctx, ...rest) {
       const result = onDrawForeground?.apply(this, [ctx, ...rest]);
-      if (this.pbeWarning && !this.flags?.collapsed) {
+      const notes = [this.pbeWarning, ...(this.pbeRunNotes ?? [])].filter(Boolean);
+      if (notes.length && !this.flags?.collapsed) {
         ctx.save();
         ctx.font = "bold 12px sans-serif";
         ctx.fillStyle = "#ff6b6b";
-        ctx.fillText(`⚠ ${this.pbeWarning}`, 4, -(globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30) - 6);
+        notes.forEach((note, index) => ctx.fillText(`⚠ ${note}`, 4, this.size[1] + 16 + 15 * index));
         ctx.restore();
       }
       return result;
