@@ -4,13 +4,17 @@ The UNet part (`diffusion_model.<ldm module>.lora_down/lora_up/alpha`) goes thro
 own LoRA machinery onto the MODEL, so it stays a patch the host applies when it loads the
 model (ComfyUI's LoraLoaderModelOnly applies that part just the same); the encoder's trained
 parts (mapper, final LayerNorm, projection, learned vector), which no ComfyUI loader knows,
-become weight patches on the exemplar encoder. Equal to merging the file into the weights.
+are merged into a copy of the exemplar encoder. Equal to merging the file into the weights.
 """
 
 from __future__ import annotations
 
+import copy
+
 import comfy.lora
+import comfy.model_patcher
 import folder_paths
+import torch
 from comfy_api.v0_0_2 import io
 
 from ..pbe_core.train.lora import UNET_PREFIX, LoRAError, read_lora
@@ -34,22 +38,28 @@ def unet_patches(model, tensors: dict, name: str) -> dict:
     return patches
 
 
-def encoder_patches(encoder, tensors: dict, name: str) -> dict:
-    """The file's encoder parts as differences to the loaded encoder's weights."""
-    base = encoder.model.state_dict()
-    patches = {}
+@torch.no_grad()
+def encoder_with_parts(encoder, tensors: dict, name: str, strength: float):
+    """A copy of the exemplar encoder with the file's trained parts merged in by `strength`
+    (the loaded encoder stays as it is for other nodes)."""
+    model = copy.deepcopy(encoder.model)
+    live = dict(model.named_parameters())
     for key, value in tensors.items():
         if key.startswith(UNET_PREFIX):
             continue
         local = key.removeprefix("cond_stage_model.")
-        if local not in base or tuple(base[local].shape) != tuple(value.shape):
+        if local not in live or tuple(live[local].shape) != tuple(value.shape):
             raise LoRAError(
                 f"lora_name: '{name}' holds {key}, which is no weight of this model's exemplar "
                 "encoder (or has another shape): a LoRA of another base model"
             )
-        difference = value.float() - base[local].float()
-        patches[local] = ("diff", (difference.to(base[local].dtype),))
-    return patches
+        target = live[local]
+        target.add_(
+            (value.to(target.device, torch.float32) - target.float()).to(target.dtype) * strength
+        )
+    return comfy.model_patcher.ModelPatcher(
+        model, load_device=encoder.load_device, offload_device=encoder.offload_device
+    )
 
 
 class PaintByExampleLoraLoader(io.ComfyNode):
@@ -94,7 +104,8 @@ class PaintByExampleLoraLoader(io.ComfyNode):
     def execute(cls, model, encoder, lora_name, strength) -> io.NodeOutput:
         require_paint_by_example(model)
         tensors, _ = read_lora(folder_paths.get_full_path_or_raise(LORA_FOLDER, lora_name))
-        patched_model, patched_encoder = model.clone(), encoder.clone()
+        patched_model = model.clone()
         patched_model.add_patches(unet_patches(model, tensors, lora_name), strength)
-        patched_encoder.add_patches(encoder_patches(encoder, tensors, lora_name), strength)
-        return io.NodeOutput(patched_model, patched_encoder)
+        return io.NodeOutput(
+            patched_model, encoder_with_parts(encoder, tensors, lora_name, strength)
+        )

@@ -785,7 +785,8 @@ def test_rank_node_orders_edits_by_region_clip_score(comfy):
     edit_mask = torch.from_numpy(photo[..., 3] == 0).float()[None, None]
     exemplar = np.asarray(Image.open(base / "input" / "pbe_exemplar.png").convert("RGB"))
     again = region_clip_score(pixels, edit_mask, exemplar, models.encoder.transformer)
-    assert np.allclose(again.numpy(), scores, atol=0.3)  # 8-bit saving moves them a little
+    assert np.allclose(again.numpy(), scores, atol=1.0)  # 8-bit saving moves them a little
+    assert again.tolist() == sorted(again.tolist(), reverse=True)
 
 
 def test_colour_match_node_moves_the_region_towards_its_surroundings(comfy):
