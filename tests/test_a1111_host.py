@@ -711,7 +711,7 @@ def test_interrupt_returns_the_finished_images_and_says_so(webui):
     payload = request(image, mask, steps=150, n_iter=4)
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(post, url, payload)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a shared CPU can be slow
         while not running.done() and time.monotonic() < deadline:
             state = requests.get(f"{url}/sdapi/v1/progress?skip_current_image=true", timeout=10)
             state = state.json()["state"]
@@ -719,7 +719,7 @@ def test_interrupt_returns_the_finished_images_and_says_so(webui):
                 break
             time.sleep(0.05)
         requests.post(f"{url}/sdapi/v1/interrupt", timeout=10)
-        response = running.result(timeout=120)
+        response = running.result(timeout=300)
     assert response.status_code == 200, response.text[:2000]
     body = response.json()
     note = json.loads(body["info"])["extra_generation_params"]["Paint by Example"]
