@@ -10,8 +10,9 @@ from PIL import Image
 from pbe_core import prepare
 from pbe_core.train import TrainConfig, build_sample
 from pbe_core.train.augment import Augmentation, augment_exemplar
-from pbe_core.train.loop import Trainer, drop_context
+from pbe_core.train.loop import drop_context
 from pbe_core.train.samples import Recipe, extend_box, irregular_mask, object_box, square_window
+from pbe_core.train.trainer import Trainer
 
 
 @pytest.fixture(autouse=True)

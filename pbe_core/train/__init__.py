@@ -10,8 +10,9 @@
 `samples` builds one sample of the recipe, `loop` trains, `lora` adds and applies adapters.
 """
 
-from .loop import Progress, TrainConfig, Trainer, TrainResult, train_steps
+from .loop import Progress, TrainConfig
 from .samples import Recipe, Sample, build_sample
+from .trainer import Trainer, TrainResult, train_steps
 
 __all__ = [
     "Progress", "Recipe", "Sample", "TrainConfig", "TrainResult", "Trainer", "build_sample", "train_steps",

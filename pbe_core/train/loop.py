@@ -9,9 +9,7 @@ seeded with (seed, s, micro-batch), and the data order of epoch e by (seed, e). 
 from __future__ import annotations
 
 import contextlib
-import math
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .. import sampling
 from ..checkpoint import Models
 from .samples import Recipe, Sample, build_sample
 
@@ -239,105 +236,3 @@ def diffusion_loss(
     keep = batch["latent_keep"].to(latents)
     eps = unet(torch.cat([noisy, masked_latents, keep], dim=1), timesteps.to(latents.device), context)
     return F.mse_loss(eps.float(), noise.float())
-
-
-@dataclass
-class TrainResult:
-    step: int
-    losses: list[float]  # one per optimizer step of this call
-    skipped: list[str]  # why samples were skipped
-    adapters: nn.Module | None = None  # the LoRA adapters, in LoRA mode (`lora.save_lora`)
-    interrupted: bool = False
-
-
-# The loop itself lives in `Trainer` so that a caller can save its state on Ctrl-C.
-class Trainer:
-    def __init__(self, models: Models, source: Sequence, config: TrainConfig):
-        from .lora import LoRAAdapters  # lora imports this module
-
-        self.models, self.config = models, config
-        self.device = torch.device(config.device)
-        for model in (models.unet, models.vae, models.encoder):
-            model.to(self.device)
-        self.adapters = (
-            LoRAAdapters(models.unet, config.lora_rank, config.lora_alpha, config.lora_targets).to(self.device)
-            if config.lora_rank else None
-        )
-        self.parameters = trainable_parameters(models, config, self.adapters)
-        if not self.parameters:
-            raise ValueError("nothing to train: config.train is empty")
-        self.optimizer = torch.optim.AdamW(
-            self.parameters.values(), lr=config.lr, weight_decay=config.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: warmup_factor(step, config)
-        )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
-        self.stream = SampleStream(source, config, models.encoder.config.image_size)
-        self.alphas_cumprod = sampling.scaled_linear_schedule().alphas_cumprod.to(self.device)
-        self.step = 0
-
-    def _autocast(self):
-        return torch.autocast(
-            self.device.type, dtype=PRECISIONS[self.config.precision],
-            enabled=self.config.precision != "fp32",
-        )
-
-    def train_step(self) -> float:
-        """One optimizer step over `grad_accum` micro-batches; returns their mean loss."""
-        config, total = self.config, 0.0
-        for micro in range(config.grad_accum):
-            first = (self.step * config.grad_accum + micro) * config.batch_size
-            batch = {k: v.to(self.device) for k, v in self.stream.batch(first, config.batch_size).items()}
-            generator = torch.Generator().manual_seed(_seed(config.seed, self.step, micro, 1))
-            with self._autocast():
-                loss = diffusion_loss(self.models, batch, generator, self.alphas_cumprod, config.uncond_p)
-            self.scaler.scale(loss / config.grad_accum).backward()
-            total += loss.item() / config.grad_accum
-        if not math.isfinite(total):
-            raise FloatingPointError(
-                f"the loss became {total} at step {self.step}; lower --lr or use --dtype fp32"
-            )
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        self.step += 1
-        return total
-
-    def run(
-        self, callback: Callable[[Progress], None] | None = None,
-        every: Callable[[int], None] | None = None,
-    ) -> TrainResult:
-        """Train up to `config.steps`; `callback` after each step, `every(step)` too (previews,
-        state saves). Ctrl-C stops after the current step: the result says `interrupted`."""
-        losses, started, first = [], time.perf_counter(), self.step
-        adapters = self.adapters.attached() if self.adapters is not None else contextlib.nullcontext()
-        try:
-            with adapters, gradient_checkpointing(self.models.unet, self.config.checkpointing):
-                while self.step < self.config.steps:
-                    losses.append(self.train_step())
-                    if callback is not None:
-                        rate = (self.step - first) / (time.perf_counter() - started)
-                        callback(Progress(
-                            self.step, self.config.steps, losses[-1], self.scheduler.get_last_lr()[0],
-                            rate, (self.config.steps - self.step) / rate, len(self.stream.skipped),
-                        ))
-                    if every is not None:
-                        every(self.step)
-        except KeyboardInterrupt:
-            self.optimizer.zero_grad(set_to_none=True)  # a half-accumulated step is dropped
-            return TrainResult(self.step, losses, self.stream.skipped, self.adapters, interrupted=True)
-        finally:
-            for parameter in self.parameters.values():
-                parameter.requires_grad_(False)
-            self.models.unet.eval()
-        return TrainResult(self.step, losses, self.stream.skipped, self.adapters)
-
-
-def train_steps(
-    models: Models, source: Sequence, config: TrainConfig,
-    callback: Callable[[Progress], None] | None = None,
-) -> TrainResult:
-    """Train `models` in place on `source` (a sequence of (PIL picture, object mask or box))."""
-    return Trainer(models, source, config).run(callback)

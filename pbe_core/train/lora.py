@@ -184,7 +184,8 @@ def _check_shape(path: Path, key: str, got: torch.Size, want: torch.Size) -> Non
 def apply_lora(models: Models, path: str | os.PathLike, strength: float = 1.0) -> Models:
     """Merge a LoRA file into `models` in place: each adapted UNet weight gains
     strength x alpha / rank x up @ down; each encoder part moves from the base towards the
-    file's tensor by `strength` (1: the file's). Returns `models`."""
+    file's tensor by `strength` (1: the file's). Every shape is checked before any weight
+    changes. Returns `models`."""
     path = Path(path)
     tensors, _ = read_lora(path)
     unet = models.unet
@@ -201,7 +202,7 @@ def apply_lora(models: Models, path: str | os.PathLike, strength: float = 1.0) -
         alpha = float(tensors.get(f"{key}.alpha", torch.tensor(float(down.shape[0]))))
         delta = (up.flatten(1) @ down.flatten(1)).reshape(up.shape[0], *down.shape[1:])
         _check_shape(path, key, delta.shape, module.weight.shape)
-        updates.append((module.weight, delta * (strength * alpha / down.shape[0])))
+        updates.append((module.weight, module.weight + (delta * (strength * alpha / down.shape[0])).to(module.weight)))
     for key, value in tensors.items():
         if key.startswith(UNET_PREFIX):
             continue
@@ -210,8 +211,8 @@ def apply_lora(models: Models, path: str | os.PathLike, strength: float = 1.0) -
             raise LoRAError(f"{path}: {key} is not a weight of the exemplar encoder's trained parts")
         target = encoder_live[local]
         _check_shape(path, key, value.shape, target.shape)
-        updates.append((target, (value.to(target.device, torch.float32) - target.float()) * strength))
-    for weight, delta in updates:  # all checked before any weight changes
-        weight.add_(delta.to(weight.device, weight.dtype))
+        updates.append((target, torch.lerp(target.float(), value.to(target.device, torch.float32), strength)))
+    for weight, value in updates:  # all checked before any weight changes
+        weight.copy_(value)
     return models
 
