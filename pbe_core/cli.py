@@ -1,4 +1,4 @@
-"""`python -m pbe_core edit | convert | download | demo | evaluate`.
+"""`python -m pbe_core edit | convert | download | demo | evaluate | train`.
 
 Every argument and the output path are checked before anything heavy is imported or loaded;
 a user mistake is one line on stderr and exit status 2 (130 for Ctrl-C, 143 for SIGTERM), and
@@ -18,6 +18,7 @@ from pathlib import Path
 from . import download as downloads
 from . import evaluate_cli
 from .options import SAMPLERS, EditOptions, OptionError
+from .train.cli import add_train_parser
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 OUTPUT_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")
@@ -169,7 +170,9 @@ def edit(args: argparse.Namespace) -> None:
     from .pipeline import PaintByExample
 
     started = time.perf_counter()
-    pipe = PaintByExample.from_pretrained(model, device=device, dtype=dtype)
+    pipe = PaintByExample.from_pretrained(
+        model, device=device, dtype=dtype, lora=args.lora, lora_strength=args.lora_strength
+    )
     loaded = time.perf_counter() - started
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -349,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reproduce diffusers' PaintByExamplePipeline numerically")
     p.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: the best available)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: fp16 on GPUs, fp32 on CPU")
+    p.add_argument("--lora", default=None, help="a LoRA file from `train --lora`, applied on top of --model")
+    p.add_argument("--lora-strength", type=float, default=1.0, help="scale of the LoRA's change (default: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=edit)
 
@@ -366,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=None, help=f"folder to put them in (default: {downloads.default_model_dir()})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=fetch)
+
+    add_train_parser(commands)
 
     p = command("demo", "a full edit with a tiny random model (no download)")
     p.add_argument("--out", default="pbe-demo", help="folder for the model, inputs and result")

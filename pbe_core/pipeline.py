@@ -143,14 +143,21 @@ class PaintByExample:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+        cls, path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+        lora: str | os.PathLike | None = None, lora_strength: float = 1.0,
     ) -> PaintByExample:
-        """Any layout `pbe_core.checkpoint` reads. Defaults: cuda > mps > cpu; fp16 on GPUs, fp32 on CPU."""
+        """Any layout `pbe_core.checkpoint` reads. Defaults: cuda > mps > cpu; fp16 on GPUs, fp32 on CPU.
+        `lora`: a file from `train --lora`, merged into the weights with `lora_strength`."""
         device = resolve_device(None if device is None else str(device))
         dtype = dtype or default_dtype(device)
         if device.type == "cpu" and dtype == torch.float16:
             raise ValueError("dtype float16 is not supported on the CPU; use float32 or bfloat16")
-        return cls(load_models(path, dtype=dtype, device="cpu"), device=device, dtype=dtype)
+        models = load_models(path, dtype=dtype, device="cpu")
+        if lora is not None:
+            from .train.lora import apply_lora
+
+            apply_lora(models, lora, lora_strength)
+        return cls(models, device=device, dtype=dtype)
 
     def to(self, device: str | torch.device) -> PaintByExample:
         self.device = torch.device(device)

@@ -108,7 +108,7 @@ class Trainer:
             self.scaler.scale(loss / config.grad_accum).backward()
             total += loss.item() / config.grad_accum
         if not math.isfinite(total):
-            raise FloatingPointError(
+            raise ValueError(
                 f"the loss became {total} at step {self.step}; lower the learning rate or use fp32"
             )
         self.scaler.step(self.optimizer)
