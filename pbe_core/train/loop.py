@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..checkpoint import Models
+from .lora import TARGETS
 from .samples import Recipe, Sample, build_sample
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -58,6 +59,9 @@ class TrainConfig:
         unknown = set(self.train) - set(TRAINABLE)
         if unknown:
             raise ValueError(f"train: unknown parts {sorted(unknown)}; valid: {', '.join(TRAINABLE)}")
+        unknown = set(self.lora_targets) - set(TARGETS)
+        if unknown:
+            raise ValueError(f"LoRA targets: unknown {sorted(unknown)}; valid: {', '.join(TARGETS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         for name in ("steps", "batch_size", "grad_accum"):

@@ -22,7 +22,6 @@ from torch import nn
 
 from .. import keymaps
 from ..checkpoint import CheckpointError, Models, atomic_write, encoder_state_dict
-from .loop import ENCODER_PARTS
 
 METADATA_KEY = "pbe_lora"
 UNET_PREFIX = "diffusion_model."
@@ -186,6 +185,8 @@ def apply_lora(models: Models, path: str | os.PathLike, strength: float = 1.0) -
     strength x alpha / rank x up @ down; each encoder part moves from the base towards the
     file's tensor by `strength` (1: the file's). Every shape is checked before any weight
     changes. Returns `models`."""
+    from .loop import ENCODER_PARTS  # loop imports this module's TARGETS
+
     path = Path(path)
     tensors, _ = read_lora(path)
     unet = models.unet
@@ -202,7 +203,8 @@ def apply_lora(models: Models, path: str | os.PathLike, strength: float = 1.0) -
         alpha = float(tensors.get(f"{key}.alpha", torch.tensor(float(down.shape[0]))))
         delta = (up.flatten(1) @ down.flatten(1)).reshape(up.shape[0], *down.shape[1:])
         _check_shape(path, key, delta.shape, module.weight.shape)
-        updates.append((module.weight, module.weight + (delta * (strength * alpha / down.shape[0])).to(module.weight)))
+        merged = module.weight.float() + delta.to(module.weight.device) * (strength * alpha / down.shape[0])
+        updates.append((module.weight, merged))
     for key, value in tensors.items():
         if key.startswith(UNET_PREFIX):
             continue

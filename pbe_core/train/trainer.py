@@ -35,6 +35,7 @@ from .loop import (
     trainable_parameters,
     warmup_factor,
 )
+from .lora import LoRAAdapters
 
 STATE_FORMAT = "pbe-train-state"
 # Config fields a resumed run must share with the state; others (steps, device, how often to
@@ -61,8 +62,6 @@ class Trainer:
     """Trains `models` in place on `source` (a sequence of (picture, object mask or box))."""
 
     def __init__(self, models: Models, source: Sequence, config: TrainConfig):
-        from .lora import LoRAAdapters  # lora imports loop's constants
-
         self.models, self.config = models, config
         self.device = torch.device(config.device)
         for model in (models.unet, models.vae, models.encoder):
