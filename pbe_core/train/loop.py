@@ -1,4 +1,5 @@
-"""The training loop: epsilon-prediction MSE at uniform timesteps, 20% unconditional dropout.
+"""The training step's parts: config, the run's samples, trained and frozen parts, gradient
+checkpointing, and the loss (epsilon MSE at uniform timesteps, 20% unconditional dropout).
 
 Reproducible without hidden state: sample i of the run is drawn by a NumPy generator seeded
 with (seed, i), step s's timesteps, noise, posterior draws and dropout by a torch generator
@@ -235,7 +236,7 @@ def diffusion_loss(
     context = drop_context(encoder.project(pooled), encoder.unconditional(size), uncond_p, generator)
     timesteps = torch.randint(0, alphas_cumprod.shape[0], (size,), generator=generator)
     noise = torch.randn(latents.shape, generator=generator).to(latents)
-    alpha = alphas_cumprod[timesteps].to(latents)[:, None, None, None]
+    alpha = alphas_cumprod[timesteps.to(alphas_cumprod.device)].to(latents)[:, None, None, None]
     noisy = alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
     keep = batch["latent_keep"].to(latents)
     eps = unet(torch.cat([noisy, masked_latents, keep], dim=1), timesteps.to(latents.device), context)
