@@ -69,6 +69,10 @@ def main() -> None:
         parts = UNet(UNetConfig()), AutoencoderKL(VAEConfig()), ExemplarEncoder(EncoderConfig())
     for model in parts:
         randomize(model.to_empty(device="cpu"), generator)
+    for module in parts[2].modules():  # to_empty left CLIP's position ids uninitialised
+        ids = getattr(module, "position_ids", None)
+        if isinstance(ids, torch.Tensor):
+            ids.copy_(torch.arange(ids.shape[-1]).expand_as(ids))
     models = Models(*parts, layout="original")
     rng = np.random.default_rng(0)
     picture = Image.fromarray(rng.integers(0, 256, (640, 768, 3), dtype=np.uint8))
