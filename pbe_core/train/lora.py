@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from .. import keymaps
-from ..checkpoint import CheckpointError, Models, atomic_write, encoder_state_dict
+from ..checkpoint import CheckpointError, Models, encoder_state_dict
+from ..files import atomic_write
 
 METADATA_KEY = "pbe_lora"
 UNET_PREFIX = "diffusion_model."

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..checkpoint import Models, atomic_write
+from ..checkpoint import Models
+from ..files import atomic_write
 from ..pipeline import PaintByExample
 from .samples import box_mask, object_box
 

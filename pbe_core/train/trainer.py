@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from .. import sampling
-from ..checkpoint import Models, atomic_write
+from ..checkpoint import Models
+from ..files import atomic_write
 from .loop import (
     PRECISIONS,
     Progress,
