@@ -122,8 +122,7 @@ def test_train_errors_are_one_line(tiny_paths, data, tmp_path, capsys):
 
 
 def test_help_lists_every_option_with_its_default(capsys):
-    with pytest.raises(SystemExit):
-        main(["train", "--help"])
+    assert main(["train", "--help"]) == 0
     text = capsys.readouterr().out
     for option in ("--model", "--data", "--out", "--steps", "--resolution", "--batch-size", "--lora",
                    "--lr", "--seed", "--resume", "--device", "--dtype", "--grad-accum", "--checkpointing",
