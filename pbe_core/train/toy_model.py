@@ -38,9 +38,10 @@ from ..models.configs import EncoderConfig, UNetConfig, VAEConfig
 from ..models.exemplar_encoder import ExemplarEncoder
 from ..models.unet import UNet
 from ..models.vae import AutoencoderKL
-from .loop import TrainConfig, train_steps
+from .loop import TrainConfig
 from .samples import exemplar_pixels, object_box
 from .toy import COLOURS, HELD_OUT, SCENE_SIZE, SHAPES, make_scene
+from .trainer import train_steps
 
 RECIPE_VERSION = 1  # bump when anything below changes what is trained
 
