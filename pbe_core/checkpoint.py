@@ -14,10 +14,11 @@ never holds a second full copy of the weights.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from .models.unet import UNet
 from .models.vae import AutoencoderKL
 
 StateDict = dict[str, torch.Tensor]
+KeyFilter = Callable[[str], bool]
 LAYOUTS = ("original .ckpt/.pt/.pth", "single-file .safetensors", "diffusers folder")
 DIFFUSERS_WEIGHT_NAMES = {
     "unet": ("diffusion_pytorch_model",),
@@ -105,29 +107,41 @@ SAFETENSORS_DTYPES = {
 }
 
 
-def _read_safetensors_cast(path: Path, dtype: torch.dtype) -> StateDict:
-    """A safetensors file read tensor by tensor with plain reads and cast as it goes: unlike a
-    memory map, the whole file is never resident at once, so a fp32 file loaded as bf16 peaks
-    at about the bf16 size."""
+def _read_safetensors(path: Path, dtype: torch.dtype | None, select: KeyFilter | None) -> StateDict:
+    """A safetensors file, each tensor memory-mapped on its own, copy-on-write.
+
+    A tensor already in `dtype` is the mapping itself: no copy, and its pages come in only when
+    used. Another is cast from its mapping, which is then dropped, so a fp32 file loaded as bf16
+    peaks at about the bf16 size. One mapping per tensor lets memory go back to the system as
+    soon as a model lets its tensors go, whatever else the file holds.
+    """
     with open(path, "rb") as handle:
         header_size = int.from_bytes(handle.read(8), "little")
         header = json.loads(handle.read(header_size))
         header.pop("__metadata__", None)
         state = {}
         for key, info in header.items():
-            start, end = info["data_offsets"]
-            raw = torch.empty(end - start, dtype=torch.uint8)
-            handle.seek(8 + header_size + start)
-            if handle.readinto(raw.numpy()) != end - start:
-                raise EOFError(f"tensor {key} ends past the end of the file")
+            if select is not None and not select(key):
+                continue
+            start, end = (8 + header_size + offset for offset in info["data_offsets"])
+            if end == start:
+                raw = torch.empty(0, dtype=torch.uint8)
+            else:
+                aligned = start - start % mmap.ALLOCATIONGRANULARITY
+                mapping = mmap.mmap(handle.fileno(), end - aligned, access=mmap.ACCESS_COPY, offset=aligned)
+                raw = torch.frombuffer(mapping, dtype=torch.uint8, count=end - start, offset=start - aligned)
             tensor = raw.view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
             state[key] = _as_dtype(tensor, dtype)
     return state
 
 
-def read_file(path: str | os.PathLike, dtype: torch.dtype | None = None) -> StateDict:
-    """One weights file -> flat state dict, floating tensors cast to `dtype` one at a time as
-    they are read (so a cast never holds the whole file twice). Never executes pickled code."""
+def read_file(
+    path: str | os.PathLike, dtype: torch.dtype | None = None, select: KeyFilter | None = None
+) -> StateDict:
+    """One weights file -> flat state dict of the keys `select` keeps (all by default), floating
+    tensors cast to `dtype` one at a time (a cast never holds the whole file twice); tensors of
+    a safetensors file already in `dtype` are memory-mapped, not copied. Never executes pickled
+    code."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file. Supported layouts: {', '.join(LAYOUTS)}.")
@@ -138,13 +152,8 @@ def read_file(path: str | os.PathLike, dtype: torch.dtype | None = None) -> Stat
             "holds the model, unpack it and pass the .ckpt, .safetensors or folder it contains."
         )
     try:
-        if kind == "safetensors" and dtype is not None:
-            state = _read_safetensors_cast(path, dtype)
-        elif kind == "safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                state = {key: _as_dtype(handle.get_tensor(key), dtype) for key in handle.keys()}
+        if kind == "safetensors":
+            state = _read_safetensors(path, dtype, select)
         elif kind in ("zip-pickle", "legacy-pickle"):
             state = torch.load(
                 path, map_location="cpu", weights_only=True, mmap=kind == "zip-pickle"
@@ -170,7 +179,9 @@ def read_file(path: str | os.PathLike, dtype: torch.dtype | None = None) -> Stat
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: holds no flat dictionary of tensors.")
-    return {key: _as_dtype(value, dtype) for key, value in state.items()}
+    return {
+        key: _as_dtype(value, dtype) for key, value in state.items() if select is None or select(key)
+    }
 
 
 def _diffusers_file(folder: Path, component: str) -> Path | None:

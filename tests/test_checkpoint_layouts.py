@@ -4,12 +4,14 @@ weights, fp16 and `.bin` diffusers folders."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from pbe_core import keymaps
-from pbe_core.checkpoint import load_models, read_weights, weights_of
+from pbe_core.checkpoint import load_models, read_file, read_weights, weights_of
 from pbe_core.testing import tiny_models
 
 
@@ -82,3 +84,39 @@ def test_cast_while_reading_equals_cast_after(tiny_paths):
             a, b = getattr(cast_on_read, part), getattr(plain, part)
             assert a.keys() == b.keys()
             assert all(torch.equal(a[k], b[k].to(torch.bfloat16)) for k in a), (layout, part)
+
+
+def _mapped_from(path) -> list[tuple[int, int]]:
+    """Address ranges of this process's mappings of `path` (Linux /proc/self/maps)."""
+    ranges = []
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == str(path):
+            low, high = (int(part, 16) for part in fields[0].split("-"))
+            ranges.append((low, high))
+    return ranges
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux /proc/self/maps")
+def test_safetensors_in_the_asked_dtype_are_mapped_not_copied(tiny_paths, tmp_path):
+    path = tmp_path / "model.safetensors"
+    shutil.copy(tiny_paths["safetensors"], path)
+    before = path.read_bytes()
+    state = read_file(path, dtype=torch.float32)
+    ranges = _mapped_from(path)
+    big = [t for t in state.values() if t.numel() > 1000]
+    assert big and all(any(low <= t.data_ptr() < high for low, high in ranges) for t in big)
+    for tensor in state.values():
+        tensor.add_(1.0)  # copy-on-write: a model changing its weights never changes the file
+    assert path.read_bytes() == before
+    cast = read_file(path, dtype=torch.bfloat16)
+    assert not any(any(low <= t.data_ptr() < high for low, high in _mapped_from(path)) for t in cast.values())
+    del state, big, tensor
+    assert not _mapped_from(path)  # mappings go with their tensors
+
+
+def test_select_reads_only_the_chosen_keys(tiny_paths):
+    for layout in ("safetensors", "ckpt"):
+        state = read_file(tiny_paths[layout], dtype=torch.bfloat16, select=lambda key: key.startswith("first_stage_model."))
+        assert state and all(key.startswith("first_stage_model.") for key in state)
+        assert {t.dtype for t in state.values()} == {torch.bfloat16}
