@@ -248,39 +248,21 @@ def fetch(args: argparse.Namespace) -> None:
 
 
 def demo(args: argparse.Namespace) -> None:
-    """A whole edit with a tiny random-weight model: proves the install, needs no download."""
-    import numpy as np
-    from PIL import Image
-
-    from .files import atomic_write
-    from .pipeline import PaintByExample
-    from .testing import tiny_weights, write_layout
+    """Exemplar-driven edits by the toy model the project trains (trained on first use, cached)."""
+    from .demo import run_demo
 
     folder = Path(args.out)
     if folder.exists() and not folder.is_dir():
         raise CliError(f"--out: {folder} is a file; give a folder for the demo's files")
     if args.steps < 1:
         raise CliError(f"--steps must be at least 1; got {args.steps}")
+    if not 1 <= args.cases <= 16:
+        raise CliError(f"--cases must lie in 1..16; got {args.cases}")
     folder.mkdir(parents=True, exist_ok=True)
-    model = write_layout(tiny_weights(seed=0), "safetensors", folder)
-    rng = np.random.default_rng(0)
-    scene = Image.fromarray(rng.integers(0, 256, (192, 256, 3), dtype=np.uint8))
-    mask = Image.new("L", scene.size, 0)
-    mask.paste(255, (96, 64, 160, 128))
-    exemplar = Image.fromarray(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8))
-    for name, picture in (("scene.png", scene), ("mask.png", mask), ("exemplar.png", exemplar)):
-        picture.save(folder / name)
-    pipe = PaintByExample.from_pretrained(model, device="cpu")
-    [result] = pipe.edit(scene, mask, exemplar, steps=args.steps, resolution=128, seed=0,
-                         callback=_progress_bar("sampling"))
-    atomic_write(folder / "result.png", lambda tmp: result.save(tmp, format="PNG"))
-    changed = np.any(np.asarray(result) != np.asarray(scene), axis=-1)
-    ys, xs = np.nonzero(changed)
-    print(
-        f"demo: edited {folder / 'scene.png'} with a tiny random model -> {folder / 'result.png'}; "
-        f"changed pixels lie in x {xs.min()}..{xs.max()}, y {ys.min()}..{ys.max()} "
-        f"(mask 96..159 x 64..127, plus feather)"
-    )
+    for line in run_demo(folder, cases=args.cases, steps=args.steps, guidance=args.guidance):
+        print(f"demo: {line}")
+    print(f"demo: wrote {folder}/scene.png, mask.png, exemplar.png, result.png and overview.png "
+          "(rows: scene with the mask's box, exemplar, result)")
 
 
 class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -374,9 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(commands)
 
-    p = command("demo", "a full edit with a tiny random model (no download)")
-    p.add_argument("--out", default="pbe-demo", help="folder for the model, inputs and result")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps")
+    p = command("demo", "edits by a toy model this project trains here (no download; minutes the first time)")
+    p.add_argument("--out", default="pbe-demo", help="folder for the inputs, results and overview")
+    p.add_argument("--cases", type=int, default=4, help="held-out toy scenes to edit")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
     p.set_defaults(run=demo)
 
     evaluate_cli.add_parser(commands)

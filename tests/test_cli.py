@@ -1,9 +1,6 @@
-"""`python -m pbe_core`: edit, convert, demo, and its errors (one line, exit 2, no partial file)."""
+"""`python -m pbe_core`: edit, convert, and their errors (one line, exit 2, no partial file)."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -91,12 +88,3 @@ def test_convert_between_layouts(tiny_paths, tmp_path, name, dtype):
         assert all(b[k].dtype == dtype for k in b if b[k].is_floating_point())
         assert all(torch.equal(a[k].to(dtype), b[k]) for k in a)
     assert main(["convert", str(tiny_paths["ckpt"]), str(destination)]) == 2  # exists
-
-
-def test_module_entry_point_runs_the_demo(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "pbe_core", "demo", "--out", str(tmp_path), "--steps", "2"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "demo: edited" in done.stdout and (tmp_path / "result.png").is_file()

@@ -1,5 +1,5 @@
-"""The toy model's cache and `python -m pbe_core evaluate` through the real entry point, on a
-pre-seeded cache (a toy-architecture model written by the fixture), so CI trains nothing here."""
+"""The toy model's cache, `python -m pbe_core demo` and `evaluate` through the real entry point,
+on a pre-seeded cache (a toy-architecture model written by the fixture), so CI trains nothing here."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -72,3 +73,20 @@ def test_evaluate_cli_reports_clip_score_fid_and_toy_agreement(model_dir, tmp_pa
     assert len(rows) == 3  # guidance 1, 3, 5
     nothing = run_cli(["evaluate", "--model", str(path)], root)
     assert nothing.returncode == 2 and "nothing to evaluate" in nothing.stderr
+
+
+def test_demo_reuses_the_cached_toy_model_and_writes_every_picture(model_dir, tmp_path):
+    root, path = model_dir
+    before = path.stat().st_mtime_ns
+    done = run_cli(["demo", "--out", str(tmp_path), "--cases", "2", "--steps", "2"], root)
+    assert done.returncode == 0, done.stderr
+    assert path.stat().st_mtime_ns == before  # loaded, not trained again
+    assert f"toy model {path}" in done.stdout and done.stdout.count("-> painted") == 2
+    for name in ("scene.png", "mask.png", "exemplar.png", "result.png"):
+        assert Image.open(tmp_path / name).size[0] > 0
+    scene, result = (np.asarray(Image.open(tmp_path / n)) for n in ("scene.png", "result.png"))
+    ys, xs = np.nonzero(np.asarray(Image.open(tmp_path / "mask.png")))
+    outside = np.ones(scene.shape[:2], dtype=bool)  # beyond the mask's box and the feather
+    outside[max(ys.min() - 8, 0) : ys.max() + 9, max(xs.min() - 8, 0) : xs.max() + 9] = False
+    assert result.shape == scene.shape and np.array_equal(result[outside], scene[outside])
+    assert Image.open(tmp_path / "overview.png").size == (3 * 64 * 4 + 32, 2 * (64 * 4 + 8) + 8)

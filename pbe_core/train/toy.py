@@ -21,7 +21,7 @@ HUES = (0.0, 60.0, 120.0, 180.0, 240.0, 300.0)  # degrees
 COLOURS = ("red", "yellow", "green", "cyan", "blue", "magenta")
 BACKGROUNDS = ("gradient", "stripes", "noise", "horizon")
 HELD_OUT = 1_000_000  # scene seeds from here on are never trained on
-SCENE_SIZE = 32  # pixels a side: 4x4 latents, what a 2-core CPU trains in minutes
+SCENE_SIZE = 64  # pixels a side: 8x8 latents (at 32 px, 4x4, the VAE cannot keep an object's colour)
 SUPERSAMPLE = 4  # sub-pixels per side for anti-aliased shape edges
 OBJECT_SATURATION = 0.6  # pixels at least this saturated (and bright) count as an object's
 
@@ -322,7 +322,7 @@ class ToyCase:
     shape: int
 
 
-def toy_cases(count: int, first: int = HELD_OUT, size: int = SCENE_SIZE, margin: int = 3) -> list[ToyCase]:
+def toy_cases(count: int, first: int = HELD_OUT, size: int = SCENE_SIZE, margin: int = 5) -> list[ToyCase]:
     """`count` held-out edits; each exemplar's colour differs from the object it replaces, so
     repainting the old object and following the exemplar cannot be confused."""
     cases = []
