@@ -12,6 +12,7 @@ from pbe_core.train import build_sample
 from pbe_core.train.toy import (
     COLOURS,
     HELD_OUT,
+    SCENE_SIZE,
     SHAPES,
     classify_shape,
     colour_mask,
@@ -88,10 +89,10 @@ def test_held_out_cases_swap_the_colour_and_cover_the_object():
 def test_toy_scenes_feed_the_training_recipe():
     scenes = ToyScenes(5)
     picture, mask = scenes[2]
-    assert isinstance(picture, Image.Image) and picture.size == (32, 32) and mask.mode == "L"
+    assert isinstance(picture, Image.Image) and picture.size == (SCENE_SIZE, SCENE_SIZE) and mask.mode == "L"
     with pytest.raises(IndexError):
         scenes[5]
-    sample = build_sample(picture, mask, np.random.default_rng(0), resolution=32, exemplar_size=32)
-    assert sample.image.shape == (3, 32, 32) and sample.exemplar.shape == (3, 32, 32)
+    sample = build_sample(picture, mask, np.random.default_rng(0), resolution=SCENE_SIZE, exemplar_size=32)
+    assert sample.image.shape == (3, SCENE_SIZE, SCENE_SIZE) and sample.exemplar.shape == (3, 32, 32)
     # the object is inside the edited region of the sample
     assert torch.all(sample.keep[0] <= 1) and (sample.keep == 0).any()
