@@ -21,6 +21,7 @@ from .options import SAMPLERS, EditOptions, OptionError
 from .train.cli import add_train_parser
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+AUTO_DTYPE = "auto"  # fp16 on GPUs; on the CPU bf16 where native (AMX, AVX512-BF16), else fp32
 OUTPUT_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")
 CHECKPOINT_SUFFIXES = {".safetensors": "single", ".ckpt": "ckpt", ".pt": "ckpt", ".pth": "ckpt"}
 
@@ -49,7 +50,7 @@ def default_model_path() -> Path:
 def _torch_dtype(name: str | None):
     import torch
 
-    return getattr(torch, DTYPES[name]) if name else None
+    return getattr(torch, DTYPES[name]) if name and name != AUTO_DTYPE else None
 
 
 def _open_image(path: str, what: str):
@@ -171,7 +172,7 @@ def edit(args: argparse.Namespace) -> None:
 
     started = time.perf_counter()
     pipe = PaintByExample.from_pretrained(
-        model, device=device, dtype=dtype, lora=args.lora, lora_strength=args.lora_strength
+        model, device=device, dtype=dtype, lora=args.lora, lora_strength=args.lora_strength, one_shot=True
     )
     loaded = time.perf_counter() - started
     with warnings.catch_warnings(record=True) as caught:
@@ -333,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compat", choices=("diffusers",), default=None,
                    help="reproduce diffusers' PaintByExamplePipeline numerically")
     p.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: the best available)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: fp16 on GPUs, fp32 on CPU")
+    p.add_argument("--dtype", choices=(AUTO_DTYPE, *DTYPES), default=AUTO_DTYPE,
+                   help="auto (default): fp16 on GPUs; on the CPU bf16 where native (AMX, AVX512-BF16), else fp32")
     p.add_argument("--lora", default=None, help="a LoRA file from `train --lora`, applied on top of --model")
     p.add_argument("--lora-strength", type=float, default=1.0, help="scale of the LoRA's change (default: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

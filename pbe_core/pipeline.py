@@ -34,8 +34,18 @@ class Interrupted(Exception):
     """The caller's `should_stop` asked to stop; nothing was produced."""
 
 
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16: there bf16 matmuls run several times faster than fp32 ones; on other
+    CPUs bf16 is emulated and slower than fp32."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch >= 2.3, x86 only
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
-    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    """fp16 on GPUs; on the CPU bf16 where it is native, else fp32."""
+    if device.type in ("cuda", "mps"):
+        return torch.float16
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def _seed_generator(seed: int) -> torch.Generator:
@@ -49,6 +59,9 @@ class CoreParts:
     Noise: image i is drawn from a CPU generator seeded with job.seeds[i], `randn` of the latent
     shape, as diffusers does, so a seed reproduces across tools; `noise` overrides it.
     compat "diffusers": nearest latent mask and the VAE posterior sampled after the noise.
+    Each model is moved to the device and dtype when first used (a no-op once it is there);
+    one_shot frees each once the edit is past it (exemplar encoder and VAE encoder before
+    sampling, UNet before decoding), so only the one in use is resident; they cannot be used again.
     """
 
     models: Models
@@ -63,6 +76,17 @@ class CoreParts:
     compat: Compat = None
     callback: StepCallback | None = None
     should_stop: Callable[[], bool] | None = None
+    one_shot: bool = False
+
+    def _ready(self, model: torch.nn.Module) -> torch.nn.Module:
+        with torch.inference_mode(False):  # cast weights must stay ordinary parameters
+            return model.to(device=self.device, dtype=self.dtype)
+
+    def _free(self, *models: torch.nn.Module) -> None:
+        if self.one_shot:
+            with torch.inference_mode(False):
+                for model in models:  # to the meta device: the weights' storage (or file mapping) goes
+                    model.to("meta")
 
     @property
     def exemplar_size(self) -> int:
@@ -73,10 +97,10 @@ class CoreParts:
         return self.models.encoder.transformer
 
     def encode_exemplars(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.models.encoder(pixels.to(self.device))
+        return self._ready(self.models.encoder)(pixels.to(self.device))
 
     def unconditional(self) -> torch.Tensor:
-        return self.models.encoder.unconditional(1)
+        return self._ready(self.models.encoder).unconditional(1)
 
     def check_memory(self, work_hw: tuple[int, int], batch: int) -> None:
         """Refuse an edit whose working memory cannot fit (`pbe_core.memory`), before any work."""
@@ -84,10 +108,11 @@ class CoreParts:
 
     def encode_masked(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The VAE posterior's (mean, std): `sample` takes its mode, or a draw in compat mode."""
-        return self.models.vae.encode_moments(masked.to(self.device, self.dtype))
+        return self._ready(self.models.vae).encode_moments(masked.to(self.device, self.dtype))
 
     def sample(self, job: SampleJob) -> torch.Tensor:
-        vae, unet = self.models.vae, self.models.unet
+        self._free(self.models.encoder, self.models.vae.encoder, self.models.vae.quant_conv)
+        vae, unet = self.models.vae, self._ready(self.models.unet)
         batch, latent_hw = job.cond.shape[0], tuple(s // 8 for s in job.keep.shape[-2:])
         generators = [_seed_generator(seed) for seed in job.seeds]
         noise = self.noise
@@ -129,35 +154,47 @@ class CoreParts:
         return latents
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        self._free(self.models.unet)
         vae = self.models.vae
         return ((vae.decode(latents / vae.config.scaling_factor).float() + 1) / 2).clamp(0, 1).cpu()
 
 
 class PaintByExample:
-    def __init__(self, models: Models, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """The edit on pbe_core's own models. one_shot: for a process that edits once (the CLI):
+    each model is cast and moved when the edit reaches it and freed when the edit is past it, so
+    the peak holds one model, not three; a second `run` is refused."""
+
+    def __init__(
+        self, models: Models, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+        one_shot: bool = False,
+    ):
         self.models = models
         self.device = torch.device(device)
         self.dtype = dtype
+        self.one_shot = one_shot
         self.schedule = sampling.scaled_linear_schedule()
-        self.to(self.device)
+        if not one_shot:
+            self.to(self.device)
 
     @classmethod
     def from_pretrained(
         cls, path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-        lora: str | os.PathLike | None = None, lora_strength: float = 1.0,
+        lora: str | os.PathLike | None = None, lora_strength: float = 1.0, one_shot: bool = False,
     ) -> PaintByExample:
-        """Any layout `pbe_core.checkpoint` reads. Defaults: cuda > mps > cpu; fp16 on GPUs, fp32 on CPU.
-        `lora`: a file from `train --lora`, merged into the weights with `lora_strength`."""
+        """Any layout `pbe_core.checkpoint` reads. Defaults: cuda > mps > cpu; fp16 on GPUs; on
+        the CPU bf16 where it is native (AMX, AVX512-BF16), else fp32.
+        `lora`: a file from `train --lora`, merged into the weights with `lora_strength`.
+        one_shot: the weights stay as the file holds them (memory-mapped) until the edit uses them."""
         device = resolve_device(None if device is None else str(device))
         dtype = dtype or default_dtype(device)
         if device.type == "cpu" and dtype == torch.float16:
             raise ValueError("dtype float16 is not supported on the CPU; use float32 or bfloat16")
-        models = load_models(path, dtype=dtype, device="cpu")
+        models = load_models(path, dtype=None if one_shot else dtype, device="cpu")
         if lora is not None:
             from .train.lora import apply_lora
 
             apply_lora(models, lora, lora_strength)
-        return cls(models, device=device, dtype=dtype)
+        return cls(models, device=device, dtype=dtype, one_shot=one_shot)
 
     def to(self, device: str | torch.device) -> PaintByExample:
         self.device = torch.device(device)
@@ -238,11 +275,14 @@ class PaintByExample:
             exemplar_mode=exemplar_mode, negative_weight=negative_weight, compat=compat,
         ).validate()
         steps, guidance, seed = checked.steps, checked.guidance, checked.seed
+        if next(self.models.unet.parameters()).is_meta:
+            raise RuntimeError("this one-shot pipeline freed its models in its first edit; load it again "
+                               "(or make it without one_shot to edit many times)")
         if noise is not None and not torch.isfinite(noise).all():
             raise ValueError("noise contains NaN or infinite values; pass finite noise or a seed")
         parts = self.parts(
             sampler=sampler, steps=steps, guidance=guidance, eta=eta, noise=noise, compat=compat,
-            callback=callback, should_stop=should_stop,
+            callback=callback, should_stop=should_stop, one_shot=self.one_shot and candidates == 1,
         )
         return conductor.conduct_edit(
             parts, image, mask, exemplar, seed=seed, batch_size=batch_size, candidates=candidates,

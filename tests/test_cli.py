@@ -41,6 +41,19 @@ def test_edit_writes_the_image_and_a_summary(inputs, tiny_paths, capsys):
     assert np.array_equal(np.asarray(result)[outside], np.asarray(Image.open(inputs / "scene.png"))[outside])
 
 
+@pytest.mark.parametrize(("flag", "expected"), [("auto", None), ("fp32", "float32"), ("bf16", "bfloat16")])
+def test_dtype_auto_takes_bf16_where_the_cpu_has_it_natively(inputs, tiny_paths, capsys, flag, expected):
+    from pbe_core.pipeline import cpu_has_native_bf16
+
+    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    native = bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
+    assert cpu_has_native_bf16() == native
+    expected = expected or ("bfloat16" if native else "float32")
+    extra = [] if flag == "auto" else ["--dtype", flag]  # auto is the default
+    assert main(edit_args(inputs, tiny_paths["safetensors"], inputs / "out.png", "--device", "cpu", *extra)) == 0
+    assert f"cpu {expected}," in capsys.readouterr().out
+
+
 def test_batch_writes_numbered_files(inputs, tiny_paths):
     out = inputs / "batch.png"
     assert main(edit_args(inputs, tiny_paths["diffusers"], out, "--batch-size", "2")) == 0

@@ -203,3 +203,33 @@ def test_odd_sizes_and_modes(pipe):
         assert result.size == picture.size
     [tiny] = pipe.edit(Image.new("RGB", (1, 1)), Image.new("L", (1, 1), 255), exemplar(), steps=1)
     assert tiny.size == (1, 1)
+
+
+@pytest.mark.parametrize("layout", ["safetensors", "ckpt"])
+def test_one_shot_gives_the_same_edit_and_frees_each_model(tiny_paths, layout):
+    options = dict(steps=3, sampler="ddim", region="full", seed=3)
+    eager = PaintByExample.from_pretrained(tiny_paths[layout], device="cpu", dtype=torch.float32)
+    eager = eager.run(scene(), box_mask(), exemplar(), **options)
+    once = PaintByExample.from_pretrained(tiny_paths[layout], device="cpu", dtype=torch.float32, one_shot=True)
+    assert next(once.models.unet.parameters()).dtype == torch.float32  # as the file holds it until used
+    result = once.run(scene(), box_mask(), exemplar(), **options)
+    assert torch.equal(result.images, eager.images)
+    freed = (once.models.encoder, once.models.vae.encoder, once.models.unet)
+    assert all(p.is_meta for model in freed for p in model.parameters())
+    assert not any(p.is_meta for p in once.models.vae.decoder.parameters())
+    with pytest.raises(RuntimeError, match="load it again"):
+        once.run(scene(), box_mask(), exemplar(), **options)
+
+
+def test_one_shot_casts_each_model_when_the_edit_reaches_it(tiny_paths):
+    once = PaintByExample.from_pretrained(tiny_paths["safetensors"], device="cpu", dtype=torch.bfloat16, one_shot=True)
+    assert next(once.models.unet.parameters()).dtype == torch.float32
+    result = once.run(scene(), box_mask(), exemplar(), steps=2, region="full")
+    assert next(once.models.unet.parameters()).dtype == torch.bfloat16 and torch.isfinite(result.images).all()
+    assert once.models.vae.decoder.conv_in.weight.dtype == torch.bfloat16
+
+
+def test_one_shot_keeps_the_tower_when_candidates_are_ranked(tiny_paths):
+    once = PaintByExample.from_pretrained(tiny_paths["safetensors"], device="cpu", one_shot=True)
+    result = once.run(scene(), box_mask(), exemplar(), steps=2, region="full", candidates=2)
+    assert result.scores is not None and len(result.scores) == 2
