@@ -258,7 +258,7 @@ def request(
 
 
 def post(url: str, payload: dict) -> requests.Response:
-    return requests.post(f"{url}/sdapi/v1/img2img", json=payload, timeout=120)
+    return requests.post(f"{url}/sdapi/v1/img2img", json=payload, timeout=300)  # a shared CPU can be slow
 
 
 def edit(url: str, payload: dict) -> tuple[list[np.ndarray], dict]:
