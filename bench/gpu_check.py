@@ -24,13 +24,11 @@ DTYPES = ("float16", "bfloat16")
 
 def child(side: str, folder: str, size: int, steps: int, dtype_name: str) -> None:
     import torch
-    from PIL import Image, ImageDraw
+    from pipeline_speed import box_mask, exemplar, scene
 
     dtype = getattr(torch, dtype_name)
-    scene = Image.effect_mandelbrot((size, size), (-2, -1.5, 1, 1.5), 100).convert("RGB")
-    mask = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(mask).rectangle((size * 3 // 8, size // 4, size * 5 // 8, size * 3 // 4), fill=255)
-    exemplar = scene.resize((300, 200))
+    mask = box_mask(size, (size * 3 // 8, size // 4, size * 5 // 8, size * 3 // 4))
+    image, example = scene(size), exemplar()
     started = time.perf_counter()
     if side == "ours":
         from pbe_core.pipeline import PaintByExample
@@ -38,7 +36,7 @@ def child(side: str, folder: str, size: int, steps: int, dtype_name: str) -> Non
         pipe = PaintByExample.from_pretrained(folder, device="cuda", dtype=dtype)
 
         def edit(count: int) -> None:
-            pipe.run(scene, mask, exemplar, steps=count, guidance=5.0, sampler="plms", seed=0,
+            pipe.run(image, mask, example, steps=count, guidance=5.0, sampler="plms", seed=0,
                      region="full", feather=0, compat="diffusers")
     else:
         import diffusers
@@ -60,7 +58,7 @@ def child(side: str, folder: str, size: int, steps: int, dtype_name: str) -> Non
         pipe.set_progress_bar_config(disable=True)
 
         def edit(count: int) -> None:
-            pipe(image=scene, mask_image=mask, example_image=exemplar, height=size, width=size,
+            pipe(image=image, mask_image=mask, example_image=example, height=size, width=size,
                  num_inference_steps=count, guidance_scale=5.0, generator=torch.Generator().manual_seed(0))
 
     torch.cuda.synchronize()

@@ -69,7 +69,7 @@ def main() -> None:
             memory_format = torch.channels_last if variant == "channels_last" else torch.contiguous_format
             unet.to(memory_format=memory_format)
             source = x.to(memory_format=memory_format)
-            seconds = best_seconds(lambda source=source: unet(source, t, context), options.repeats)
+            seconds = best_seconds(lambda source=source, t=t, context=context: unet(source, t, context), options.repeats)
             rate = flops / seconds / 1e9
             print(f"{name + ' ' + variant:22} {seconds:7.2f} {rate:8.0f} {peak:15.0f} {rate / peak:10.0%}", flush=True)
         unet.to(memory_format=torch.contiguous_format)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import _common
+from pipeline_speed import box_mask, exemplar, scene
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
@@ -64,18 +65,12 @@ OURS_PLAIN = "import sys; from pbe_core.cli import main; sys.exit(main(sys.argv[
 
 
 def write_inputs(workdir: Path, size: int) -> dict[str, Path]:
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:size, 0:size] / size
-    base = np.stack([x, y, (x + y) / 2], axis=-1) * 200 + 20
-    paths = {name: workdir / f"whole-{name}-{size}.png" for name in ("scene", "mask", "exemplar")}
-    Image.fromarray(np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype("uint8")).save(paths["scene"])
-    mask = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(mask).rectangle((size * 3 // 8, size // 4, size * 5 // 8, size * 3 // 4), fill=255)
-    mask.save(paths["mask"])
-    Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)).save(paths["exemplar"])
+    """pipeline_speed's scene, box mask and exemplar, as PNG files for the two command lines."""
+    box = (size * 3 // 8, size // 4, size * 5 // 8, size * 3 // 4)
+    pictures = {"scene": scene(size), "mask": box_mask(size, box), "exemplar": exemplar()}
+    paths = {name: workdir / f"whole-{name}-{size}.png" for name in pictures}
+    for name, picture in pictures.items():
+        picture.save(paths[name])
     return paths
 
 
