@@ -24,6 +24,7 @@ from . import conductor, memory, prepare, sampling
 from .checkpoint import Models, load_models
 from .conductor import EditResult, SampleJob
 from .evaluate import region_clip_score
+from .models import cpu_packing
 from .options import EditOptions, resolve_device
 
 Compat = Literal["diffusers"] | None
@@ -62,6 +63,8 @@ class CoreParts:
     Each model is moved to the device and dtype when first used (a no-op once it is there);
     one_shot frees each once the edit is past it (exemplar encoder and VAE encoder before
     sampling, UNet before decoding), so only the one in use is resident; they cannot be used again.
+    On the CPU, one_shot also packs the UNet's weights for oneDNN once (`models.cpu_packing`:
+    about 2x faster steps in fp32, 1.4x in bf16) instead of letting every step reorder them.
     """
 
     models: Models
@@ -86,6 +89,7 @@ class CoreParts:
         if self.one_shot:
             with torch.inference_mode(False):
                 for model in models:  # to the meta device: the weights' storage (or file mapping) goes
+                    cpu_packing.release(model)
                     model.to("meta")
 
     @property
@@ -113,6 +117,8 @@ class CoreParts:
     def sample(self, job: SampleJob) -> torch.Tensor:
         self._free(self.models.encoder, self.models.vae.encoder, self.models.vae.quant_conv)
         vae, unet = self.models.vae, self._ready(self.models.unet)
+        if self.one_shot and self.device.type == "cpu":  # used for this edit only, then freed
+            cpu_packing.pack(unet)
         batch, latent_hw = job.cond.shape[0], tuple(s // 8 for s in job.keep.shape[-2:])
         generators = [_seed_generator(seed) for seed in job.seeds]
         noise = self.noise

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pbe_core.models import cpu_packing
 from pbe_core.pipeline import Interrupted, PaintByExample
 
 SIZE = 64
@@ -213,7 +214,9 @@ def test_one_shot_gives_the_same_edit_and_frees_each_model(tiny_paths, layout):
     once = PaintByExample.from_pretrained(tiny_paths[layout], device="cpu", dtype=torch.float32, one_shot=True)
     assert next(once.models.unet.parameters()).dtype == torch.float32  # as the file holds it until used
     result = once.run(scene(), box_mask(), exemplar(), **options)
-    assert torch.equal(result.images, eager.images)
+    # the one-shot UNet ran with packed weights (cpu_packing), where this torch has them
+    assert cpu_packing.is_packed(once.models.unet) == cpu_packing.supported(torch.float32)
+    assert (result.images - eager.images).abs().max() < 1e-4
     freed = (once.models.encoder, once.models.vae.encoder, once.models.unet)
     assert all(p.is_meta for model in freed for p in model.parameters())
     assert not any(p.is_meta for p in once.models.vae.decoder.parameters())
