@@ -59,7 +59,7 @@ class PackedConv2d(_Packed):
         self.packed = torch.ops.mkldnn._reorder_convolution_weight(
             weight, self.padding, self.stride, self.dilation, self.groups
         )
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach(), False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # oneDNN answers in channels-last; the elementwise layers after it take either.
@@ -73,7 +73,7 @@ class PackedLinear(_Packed):
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), False)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
@@ -136,7 +136,10 @@ def pack(model: nn.Module) -> nn.Module:
     if not supported(dtype):
         return model
     checked = False
-    for parent in list(model.modules()):
+    # Parents only: a list holding the layers themselves would keep every dense weight alive
+    # until the end, doubling the peak.
+    parents = [m for m in model.modules() if any(_packable(c, dtype) for c in m.children())]
+    for parent in parents:
         for name, child in list(parent.named_children()):
             if not _packable(child, dtype):
                 continue
