@@ -94,12 +94,12 @@ def report(result: dict) -> None:
 # Driving children
 
 
-def run_child(args: list[str], extra_path: str | None = None) -> dict:
-    """Run `python ARGS` in a fresh process; return the dict it reported. Fails loudly."""
+def run_child(args: list[str], extra_path: str | None = None, python: str = sys.executable) -> dict:
+    """Run `PYTHON ARGS` in a fresh process; return the dict it reported. Fails loudly."""
     env = dict(os.environ)
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, env.get("PYTHONPATH")) if p)
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+    done = subprocess.run([python, *args], capture_output=True, text=True, env=env)
     for line in done.stdout.splitlines():
         if line.startswith(RESULT_TAG):
             return json.loads(line.removeprefix(RESULT_TAG))

@@ -17,11 +17,12 @@ region "full" (the node's "full image"), feather 0, exemplar squashed, CPU.
   overhead (queue, image nodes, PNG write). The dtype is the one ComfyUI logs for the model.
 - core: a fresh process, `PaintByExample.from_pretrained(..., device="cpu", dtype=float32)`,
   then `pipe.run(...)` twice (seeds 0, 1), the second kept (the first includes first-call set-up).
+  It runs twice: in this Python, and in ComfyUI's (its torch, with this repo on PYTHONPATH), so
+  that node / core compares the same torch build.
 
-The ratio node / core near 1 means the node adds little over the library. The pack's loader vs
-ComfyUI's stock CheckpointLoaderSimple is not measured: the stock loader cannot read a Paint by
-Example checkpoint (no text encoder; the exemplar encoder is skipped), so it would not do the
-same work. Compare only numbers from one run; the machine may be shared.
+The ratio node / core near 1 means the node adds little over the library. The pack's loader
+against ComfyUI's stock CheckpointLoaderSimple: bench/comfyui_loader.py. Compare only numbers
+from one run; the machine may be shared.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def core_child(model: str, scene: str, mask: str, exemplar: str, steps: int) -> 
                  feather=0, exemplar_mode="squash")
         times.append(time.perf_counter() - started)
     _common.report({"load_s": load_s, "run1_s": times[0], "run2_s": times[1],
-                    "dtype": str(next(pipe.models.unet.parameters()).dtype)})
+                    "dtype": str(next(pipe.models.unet.parameters()).dtype),
+                    "torch": torch.__version__.split("+")[0]})
 
 
 def http(url: str, body: dict | None = None) -> dict:
@@ -176,20 +178,23 @@ def main() -> None:
     if missing:
         sys.exit(f"missing inputs {missing}: run bench/whole_process.py --size {args.size} once")
     print(f"{args.size} px, {args.steps} DDIM steps, guidance 5, region full, feather 0, CPU")
-    core = _common.run_child([__file__, "core-child", str(folder / "model.safetensors"),
-                              *(str(inputs[k]) for k in ("scene", "mask", "exemplar")),
-                              str(args.steps)])
+    child = [__file__, "core-child", str(folder / "model.safetensors"),
+             *(str(inputs[k]) for k in ("scene", "mask", "exemplar")), str(args.steps)]
+    core = _common.run_child(child)
+    core_there = _common.run_child(child, extra_path=str(REPO), python=args.comfy_python)
     node = comfyui_runs(args, folder, inputs)
-    print(f"\n{'':28}{'node (ComfyUI)':>16}{'core':>10}")
-    print(f"{'first run (node: +load) s':28}{node['run1_s']:16.1f}{core['run1_s']:10.1f}")
-    print(f"{'second run s':28}{node['run2_s']:16.1f}{core['run2_s']:10.1f}")
-    print(f"{'load s':28}{'(in run 1)':>16}{core['load_s']:10.1f}")
+    there = f"core, torch {core_there['torch']}"
+    print(f"\n{'':28}{'node (ComfyUI)':>16}{there:>22}{'core, torch ' + core['torch']:>22}")
+    for label, key in (("first run (node: +load) s", "run1_s"), ("second run s", "run2_s")):
+        print(f"{label:28}{node[key]:16.1f}{core_there[key]:22.1f}{core[key]:22.1f}")
+    print(f"{'load s':28}{'(in run 1)':>16}{core_there['load_s']:22.1f}{core['load_s']:22.1f}")
     print(f"{'ComfyUI start s':28}{node['start_s']:16.1f}")
-    print(f"\nnode / core, second run: {node['run2_s'] / core['run2_s']:.2f}")
-    print(f"node first run / (core load + first run): "
-          f"{node['run1_s'] / (core['load_s'] + core['run1_s']):.2f}")
+    print(f"\nnode / core, second run, same torch ({core_there['torch']}): "
+          f"{node['run2_s'] / core_there['run2_s']:.2f}")
+    print(f"node / core, second run, each its own torch: {node['run2_s'] / core['run2_s']:.2f}")
+    print(f"node first run / (core load + first run), same torch: "
+          f"{node['run1_s'] / (core_there['load_s'] + core_there['run1_s']):.2f}")
     print(f"dtypes: ComfyUI {node['dtype']}; core {core['dtype']}")
-
 
 if __name__ == "__main__":
     main()
