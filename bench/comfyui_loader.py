@@ -66,6 +66,9 @@ def load_child(comfyui: str, pack_parent: str, kind: str, path: str) -> None:
 
     sys.path.insert(0, comfyui)
     os.chdir(comfyui)
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True  # as `main.py --cpu`: this script parses no arguments
     import comfy.model_management
     import comfy.sd
     import folder_paths  # noqa: F401  (the pack's folders module needs it registered first)
