@@ -65,6 +65,25 @@ def make_weights(workdir: str | Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# ComfyUI benchmarks
+
+# What of this repo a ComfyUI custom_nodes folder needs (linked, not copied).
+PACK_PARTS = ("__init__.py", "nodes", "pbe_core", "web", "example_workflows")
+
+
+def add_comfyui_arguments(parser) -> None:
+    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"),
+                        help="a ComfyUI folder (default: $COMFYUI_DIR, as the host tests)")
+    parser.add_argument("--comfy-python", default=os.environ.get("COMFYUI_PYTHON", sys.executable),
+                        help="its python (default: $COMFYUI_PYTHON, else this one)")
+
+
+def require_comfyui(parser, args) -> None:
+    if not args.comfyui or not Path(args.comfyui, "main.py").is_file():
+        parser.error("no ComfyUI: pass --comfyui DIR (a ComfyUI folder) or set COMFYUI_DIR")
+
+
+# ---------------------------------------------------------------------------------------------
 # Measuring inside a child
 
 

@@ -32,7 +32,6 @@ from pathlib import Path
 import _common
 
 REPO = Path(__file__).resolve().parents[1]
-PACK_PARTS = ("__init__.py", "nodes", "pbe_core", "web", "example_workflows")
 TEXT_PREFIX = "cond_stage_model.transformer."
 
 
@@ -103,13 +102,9 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="/tmp/pbe-bench")
-    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"),
-                        help="a ComfyUI folder (default: $COMFYUI_DIR, as the host tests)")
-    parser.add_argument("--comfy-python", default=os.environ.get("COMFYUI_PYTHON", sys.executable),
-                        help="its python (default: $COMFYUI_PYTHON, else this one)")
+    _common.add_comfyui_arguments(parser)
     args = parser.parse_args()
-    if not args.comfyui or not Path(args.comfyui, "main.py").is_file():
-        parser.error("no ComfyUI: pass --comfyui DIR (a ComfyUI folder) or set COMFYUI_DIR")
+    _common.require_comfyui(parser, args)
     folder = _common.ensure_weights(args.workdir)
     pbe, sd15 = folder / "model.safetensors", folder / "sd15-inpainting.safetensors"
     if not sd15.is_file():
@@ -123,7 +118,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pbe-loader-bench-") as tmp:
         pack = Path(tmp, "comfyui_paint_by_example")
         pack.mkdir()
-        for part in PACK_PARTS:
+        for part in _common.PACK_PARTS:
             (pack / part).symlink_to(REPO / part)
         for name, kind, path in (("pack, Paint by Example file", "pack", pbe),
                                  ("stock, SD 1.5 inpainting file", "stock", sd15),

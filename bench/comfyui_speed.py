@@ -42,7 +42,6 @@ from pathlib import Path
 import _common
 
 REPO = Path(__file__).resolve().parents[1]
-PACK_PARTS = ("__init__.py", "nodes", "pbe_core", "web", "example_workflows")
 
 
 def core_child(model: str, scene: str, mask: str, exemplar: str, steps: int) -> None:
@@ -116,7 +115,7 @@ def comfyui_runs(args, folder: Path, inputs: dict[str, Path]) -> dict:
             (base / name).mkdir(parents=True)
         pack = base / "custom_nodes" / "comfyui-paint-by-example"
         pack.mkdir()
-        for part in PACK_PARTS:
+        for part in _common.PACK_PARTS:
             (pack / part).symlink_to(REPO / part)
         (base / "models/paint_by_example/model.safetensors").symlink_to(folder / "model.safetensors")
         for path in inputs.values():
@@ -164,13 +163,9 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/pbe-bench")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"),
-                        help="a ComfyUI folder (default: $COMFYUI_DIR, as the host tests)")
-    parser.add_argument("--comfy-python", default=os.environ.get("COMFYUI_PYTHON", sys.executable),
-                        help="its python (default: $COMFYUI_PYTHON, else this one)")
+    _common.add_comfyui_arguments(parser)
     args = parser.parse_args()
-    if not args.comfyui or not Path(args.comfyui, "main.py").is_file():
-        parser.error("no ComfyUI: pass --comfyui DIR (a ComfyUI folder) or set COMFYUI_DIR")
+    _common.require_comfyui(parser, args)
     folder = _common.ensure_weights(args.workdir)
     inputs = {kind: Path(args.workdir) / f"whole-{kind}-{args.size}.png"
               for kind in ("scene", "mask", "exemplar")}
