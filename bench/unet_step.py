@@ -8,17 +8,20 @@ classifier-free-guided step: batch 2 (conditional + unconditional) at SIZE/8 lat
 FLOPs are counted by torch's FlopCounterMode on that same call; the step's rate (GFLOP/s) is
 compared with a 4096-square matmul measured here, in the same dtype, with the same threads.
 Issue targets: fp32 at 75% of the matmul rate or more, bf16 at 40% or more. Variants:
-`plain` (what the pipeline runs), `channels_last` (weights and input in NHWC memory format).
+`packed` (what a one-shot CPU edit runs: `pbe_core.models.cpu_packing`), `plain` (eager, what a
+long-lived pipeline runs), `channels_last` (eager, weights and input in NHWC memory format).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from pbe_core.models import cpu_packing
 from pbe_core.models.configs import UNetConfig
 from pbe_core.models.unet import UNet
 from pbe_core.testing import randomize
@@ -47,7 +50,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtypes", default="fp32,bf16")
-    parser.add_argument("--variants", default="plain,channels_last")
+    parser.add_argument("--variants", default="packed,plain,channels_last")
     options = parser.parse_args()
     with torch.device("meta"):
         unet = UNet(UNetConfig())
@@ -68,8 +71,10 @@ def main() -> None:
         for variant in options.variants.split(","):
             memory_format = torch.channels_last if variant == "channels_last" else torch.contiguous_format
             unet.to(memory_format=memory_format)
+            model = cpu_packing.pack(copy.deepcopy(unet)) if variant == "packed" else unet
             source = x.to(memory_format=memory_format)
-            seconds = best_seconds(lambda source=source, t=t, context=context: unet(source, t, context), options.repeats)
+            seconds = best_seconds(lambda m=model, s=source, t=t, c=context: m(s, t, c), options.repeats)
+            del model
             rate = flops / seconds / 1e9
             print(f"{name + ' ' + variant:22} {seconds:7.2f} {rate:8.0f} {peak:15.0f} {rate / peak:10.0%}", flush=True)
         unet.to(memory_format=torch.contiguous_format)

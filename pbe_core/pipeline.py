@@ -110,9 +110,18 @@ class CoreParts:
         """Refuse an edit whose working memory cannot fit (`pbe_core.memory`), before any work."""
         memory.check_fits(self.models, work_hw, batch, self.dtype, self.device)
 
+    def _channels_last(self, *models: torch.nn.Module) -> None:
+        if self.device.type == "cpu":  # oneDNN convolves NHWC without reordering each activation
+            with torch.inference_mode(False):
+                for model in models:
+                    model.to(memory_format=torch.channels_last)
+
     def encode_masked(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The VAE posterior's (mean, std): `sample` takes its mode, or a draw in compat mode."""
-        return self._ready(self.models.vae).encode_moments(masked.to(self.device, self.dtype))
+        vae = self._ready(self.models.vae)
+        self._channels_last(vae.encoder, vae.quant_conv)
+        pixels = masked.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
+        return tuple(moment.contiguous() for moment in vae.encode_moments(pixels))
 
     def sample(self, job: SampleJob) -> torch.Tensor:
         self._free(self.models.encoder, self.models.vae.encoder, self.models.vae.quant_conv)
@@ -162,7 +171,9 @@ class CoreParts:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         self._free(self.models.unet)
         vae = self.models.vae
-        return ((vae.decode(latents / vae.config.scaling_factor).float() + 1) / 2).clamp(0, 1).cpu()
+        self._channels_last(vae.post_quant_conv, vae.decoder)
+        latents = (latents / vae.config.scaling_factor).contiguous(memory_format=torch.channels_last)
+        return ((vae.decode(latents).float() + 1) / 2).clamp(0, 1).cpu().contiguous()
 
 
 class PaintByExample:
