@@ -271,19 +271,6 @@ def read_weights(
 # Weights -> models
 
 
-def _clip_key_map(encoder: ExemplarEncoder) -> dict[str, str]:
-    """Canonical `transformer.vision_model.*` names -> this transformers version's names.
-
-    transformers 4.x nests the tower under `vision_model.`; 5.x does not.
-    """
-    live = encoder.state_dict(keep_vars=True).keys()
-    mapping = {}
-    for key in live:
-        if key.startswith("transformer.") and not key.startswith("transformer.vision_model."):
-            mapping["transformer.vision_model." + key.removeprefix("transformer.")] = key
-    return mapping
-
-
 def _assign(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
     expected = set(model.state_dict(keep_vars=True))
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
@@ -299,29 +286,10 @@ def _assign(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> N
 def build_encoder(state: Mapping[str, torch.Tensor]) -> ExemplarEncoder:
     with torch.device("meta"):
         encoder = ExemplarEncoder(infer_encoder_config(state))
-    rename = _clip_key_map(encoder)
-    # position_ids is a buffer that some transformers versions save and others do not: drop the
-    # file's and make our own where this version expects one.
-    adapted = {
-        rename.get(key, key): value
-        for key, value in state.items()
-        if not key.endswith("embeddings.position_ids")
-    }
-    for key in encoder.state_dict(keep_vars=True):
-        if key.endswith("embeddings.position_ids"):
-            adapted[key] = _position_ids(encoder)
-    _assign(encoder, adapted, "exemplar encoder")
-    for module in encoder.modules():
-        buffer = getattr(module, "position_ids", None)
-        if isinstance(buffer, torch.Tensor) and buffer.is_meta:
-            module.register_buffer("position_ids", _position_ids(encoder), persistent=False)
+    # position_ids: an arange buffer that some transformers versions saved; the tower needs none.
+    _assign(encoder, {k: v for k, v in state.items() if not k.endswith("embeddings.position_ids")},
+            "exemplar encoder")
     return encoder
-
-
-def _position_ids(encoder: ExemplarEncoder) -> torch.Tensor:
-    config = encoder.config
-    count = (config.image_size // config.patch_size) ** 2 + 1
-    return torch.arange(count).expand(1, -1)
 
 
 def build_models(weights: Weights, dtype: torch.dtype = torch.float32, device="cpu") -> Models:
@@ -355,12 +323,7 @@ def load_models(path: str | os.PathLike, dtype: torch.dtype = torch.float32, dev
 
 def encoder_state_dict(encoder: ExemplarEncoder) -> StateDict:
     """The encoder's weights under canonical names (`transformer.vision_model.*`)."""
-    back = {live: canonical for canonical, live in _clip_key_map(encoder).items()}
-    return {
-        back.get(key, key): value
-        for key, value in encoder.state_dict().items()
-        if not key.endswith("embeddings.position_ids")
-    }
+    return encoder.state_dict()
 
 
 def weights_of(models: Models) -> Weights:

@@ -60,6 +60,7 @@ class EncoderConfig:
     context_dim: int = 768
 
     def clip_config(self):
+        """The Hugging Face config of this tower, for the config.json of a written diffusers folder."""
         from transformers import CLIPVisionConfig
 
         return CLIPVisionConfig(

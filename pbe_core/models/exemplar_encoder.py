@@ -1,7 +1,7 @@
 """The exemplar encoder: CLIP vision tower -> class token -> mapper -> final LN -> projection.
 
 Parameter names follow the released checkpoint: `transformer.vision_model.*` (Hugging Face CLIP,
-under `cond_stage_model.`), `mapper.resblocks.N.*`, `final_ln.*` and, at the checkpoint's top
+under `cond_stage_model.`; `clip_vision` is that tower), `mapper.resblocks.N.*`, `final_ln.*` and, at the checkpoint's top
 level, `proj_out.*` and `learnable_vector` (the unconditional context for guidance).
 """
 
@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .clip_vision import CLIPVisionTower
 from .configs import EncoderConfig
 
 
@@ -68,10 +69,8 @@ class Mapper(nn.Module):
 class ExemplarEncoder(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        from transformers import CLIPVisionModel
-
         self.config = config
-        self.transformer = CLIPVisionModel(config.clip_config())
+        self.transformer = CLIPVisionTower(config)
         self.mapper = Mapper(config.hidden_size, config.mapper_depth)
         self.final_ln = nn.LayerNorm(config.hidden_size)
         self.proj_out = nn.Linear(config.hidden_size, config.context_dim)
