@@ -81,7 +81,8 @@ class CLIPVisionEmbeddings(nn.Module):
         width, patch = config.hidden_size, config.patch_size
         self.class_embedding = nn.Parameter(torch.zeros(width))
         self.patch_embedding = nn.Conv2d(config.num_channels, width, patch, stride=patch, bias=False)
-        self.position_embedding = nn.Embedding((config.image_size // patch) ** 2 + 1, width)
+        positions = (config.image_size // patch) ** 2 + 1  # drawn in _init_like_clip, not here
+        self.position_embedding = nn.Embedding(positions, width, _weight=torch.empty(positions, width))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
@@ -115,6 +116,8 @@ class CLIPVisionTower(nn.Module):
     def _init_like_clip(self) -> None:
         """CLIP's initialisation (Hugging Face's, factor 1): trained from scratch (the toy model),
         the tower learns as CLIP's does; loading weights replaces it all."""
+        if self.vision_model.embeddings.class_embedding.is_meta:  # built to be loaded: nothing to draw
+            return  # (and normal_ on the meta device imports torch._dynamo: 1.1 s)
         width, depth = self.config.hidden_size, self.config.num_layers
         embeddings = self.vision_model.embeddings
         nn.init.normal_(embeddings.class_embedding, std=width**-0.5)
