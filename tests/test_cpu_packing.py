@@ -42,6 +42,18 @@ def test_packed_unet_gives_the_plain_unets_output(tiny, packable, hw):
 
 
 @torch.no_grad()
+def test_convolutions_pack_for_their_first_input_and_still_serve_another_size(tiny, packable):
+    unet = copy.deepcopy(tiny.unet)
+    want = unet(*inputs(torch.float32, (8, 8)))
+    cpu_packing.pack(unet)
+    convolutions = [m for m in unet.modules() if isinstance(m, cpu_packing.PackedConv2d)]
+    assert convolutions and all(m.packed is None for m in convolutions)  # nothing reordered yet
+    unet(*inputs(torch.float32, (16, 24)))
+    assert all(m.packed is not None and m.dense is None for m in convolutions)
+    assert relative(unet(*inputs(torch.float32, (8, 8))), want) < 1e-5
+
+
+@torch.no_grad()
 def test_packed_bf16_is_as_close_to_fp32_as_plain_bf16(tiny, packable):
     if not cpu_packing.supported(torch.bfloat16):
         pytest.skip("no native bf16 in oneDNN on this CPU")

