@@ -133,6 +133,16 @@ class EditOptions:
         return asdict(self)
 
 
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16: there bf16 matmuls run several times faster than fp32 ones; on other
+    CPUs bf16 is emulated and several times slower than fp32 (a toy VAE training step on an
+    AVX2 CPU: 4.4 s in bf16, 0.4 s in fp32)."""
+    import torch
+
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch >= 2.3, x86 only
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
 def resolve_device(name: str | None):
     """A device name -> torch.device that this torch can use; None picks cuda > mps > cpu.
 

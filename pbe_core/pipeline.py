@@ -25,7 +25,7 @@ from .checkpoint import Models, load_models
 from .conductor import EditResult, SampleJob
 from .evaluate import region_clip_score
 from .models import cpu_packing
-from .options import EditOptions, resolve_device
+from .options import EditOptions, cpu_has_native_bf16, resolve_device
 
 Compat = Literal["diffusers"] | None
 StepCallback = Callable[[int, int, torch.Tensor], None]
@@ -33,13 +33,6 @@ StepCallback = Callable[[int, int, torch.Tensor], None]
 
 class Interrupted(Exception):
     """The caller's `should_stop` asked to stop; nothing was produced."""
-
-
-def cpu_has_native_bf16() -> bool:
-    """AMX or AVX512-BF16: there bf16 matmuls run several times faster than fp32 ones; on other
-    CPUs bf16 is emulated and slower than fp32."""
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch >= 2.3, x86 only
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def default_dtype(device: torch.device) -> torch.dtype:

@@ -43,7 +43,7 @@ def test_edit_writes_the_image_and_a_summary(inputs, tiny_paths, capsys):
 
 @pytest.mark.parametrize(("flag", "expected"), [("auto", None), ("fp32", "float32"), ("bf16", "bfloat16")])
 def test_dtype_auto_takes_bf16_where_the_cpu_has_it_natively(inputs, tiny_paths, capsys, flag, expected):
-    from pbe_core.pipeline import cpu_has_native_bf16
+    from pbe_core.options import cpu_has_native_bf16
 
     capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
     native = bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
