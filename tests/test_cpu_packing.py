@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import weakref
 
 import pytest
 import torch
@@ -42,14 +43,22 @@ def test_packed_unet_gives_the_plain_unets_output(tiny, packable, hw):
 
 
 @torch.no_grad()
-def test_convolutions_pack_for_their_first_input_and_still_serve_another_size(tiny, packable):
+def test_layers_pack_at_their_first_call_and_still_serve_another_size(tiny, packable):
     unet = copy.deepcopy(tiny.unet)
     want = unet(*inputs(torch.float32, (8, 8)))
     cpu_packing.pack(unet)
-    convolutions = [m for m in unet.modules() if isinstance(m, cpu_packing.PackedConv2d)]
-    assert convolutions and all(m.packed is None for m in convolutions)  # nothing reordered yet
+    layers = {name: m for name, m in unet.named_modules() if isinstance(m, cpu_packing._Packed)}
+    assert layers and all(m.packed is None for m in layers.values())  # nothing reordered yet
+    # one channels-last scratch buffer for all convolutions, gone once the last one has packed
+    scratches = {id(m.scratch) for m in layers.values() if isinstance(m, cpu_packing.PackedConv2d)}
+    assert len(scratches) == 1
+    scratch = weakref.ref(next(m.scratch for m in layers.values() if isinstance(m, cpu_packing.PackedConv2d)))
     unet(*inputs(torch.float32, (16, 24)))
-    assert all(m.packed is not None and m.dense is None for m in convolutions)
+    assert scratch() is None
+    # with one context token, the cross-attention's queries and keys are never computed
+    unused = {name for name in layers if ".attn2.to_q" in name or ".attn2.to_k" in name}
+    assert unused and all(layers[name].packed is None for name in unused)
+    assert all(m.packed is not None and m.dense is None for n, m in layers.items() if n not in unused)
     assert relative(unet(*inputs(torch.float32, (8, 8))), want) < 1e-5
 
 

@@ -11,11 +11,12 @@ replaces a model's Conv2d and Linear layers in place, so the dense weights go as
 ones come; a packed model cannot be trained, moved or cast, only `release`d. Where the oneDNN
 ops or the dtype are not supported, `pack` leaves the model as it is.
 
-A convolution's weight is reordered at its first call, for that call's input size: oneDNN picks
-the blocked layout by the input's size, and a layout picked without it can run several times
-slower than eager on AVX2 CPUs (320 channels at 32x32: 50 ms against eager's 23 and 19 with the
-size). The sizes of a one-shot edit's steps never change; another size still gives the right
-answer, at whatever speed that layout allows.
+Each weight is reordered at its layer's first call, for that call's input size: oneDNN picks
+the blocked layout by the input's size, and a convolution's layout picked without it can run
+several times slower than eager on AVX2 CPUs (320 channels at 32x32: 50 ms against eager's 23,
+and 19 with the size). The sizes of a one-shot edit's steps never change; another size still
+gives the right answer, at whatever speed that layout allows. A layer never called (the
+cross-attention's queries and keys, with one context token) is never reordered nor paged in.
 """
 
 from __future__ import annotations
@@ -42,12 +43,23 @@ def supported(dtype: torch.dtype) -> bool:
 
 
 class _Packed(nn.Module):
-    """A layer whose weight is an opaque oneDNN tensor (a plain attribute: no parameter can
-    hold one, and it must never reach a state dict)."""
+    """A layer whose weight becomes an opaque oneDNN tensor at its first call (a plain
+    attribute: no parameter can hold one, and it must never reach a state dict). Until then it
+    holds the dense weight, untouched: a layer never called is never reordered nor paged in."""
 
-    packed: torch.Tensor | None
     dense: torch.Tensor | None = None
+    packed: torch.Tensor | None = None
     released = False
+
+    def _reorder(self, dense: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def weight_for(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is None:
+            if self.released:
+                raise RuntimeError("this packed model was released: load the model again")
+            self.packed, self.dense = self._reorder(self.dense, x), None
+        return self.packed
 
     def _apply(self, fn, recurse=True):
         if not self.released:
@@ -58,38 +70,59 @@ class _Packed(nn.Module):
         return super()._apply(fn, recurse)
 
 
+class ChannelsLastScratch:
+    """One buffer for the channels-last copy of each convolution weight that oneDNN's reorder
+    takes as its source (given an input size, it makes that copy itself, in fresh memory). Shared
+    by the convolutions of one model, so the copies fault their pages in once, not once per
+    layer: on a VM each 4 KiB page fault costs microseconds, and fresh copies took half of the
+    packing's time. Each convolution lets go of it once packed, so it goes with the last one."""
+
+    def __init__(self, numel: int, dtype: torch.dtype):
+        self.numel, self.dtype = numel, dtype
+        self.buffer: torch.Tensor | None = None  # allocated at the first convolution's call
+
+    def channels_last(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.buffer is None:
+            self.buffer = torch.empty(self.numel, dtype=self.dtype)
+        out_channels, channels, height, width = weight.shape
+        strides = (channels * height * width, 1, width * channels, channels)
+        return self.buffer[: weight.numel()].as_strided(weight.shape, strides).copy_(weight)
+
+
 class PackedConv2d(_Packed):
-    def __init__(self, conv: nn.Conv2d):
+    def __init__(self, conv: nn.Conv2d, scratch: ChannelsLastScratch | None = None):
         super().__init__()
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups = list(conv.dilation), conv.groups
-        self.dense: torch.Tensor | None = conv.weight.detach()  # until the first call packs it
-        self.packed = None
+        self.dense = conv.weight.detach()
+        self.scratch = scratch or ChannelsLastScratch(self.dense.numel(), self.dense.dtype)
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), False)
 
+    def _reorder(self, dense: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        source, self.scratch = self.scratch.channels_last(dense), None
+        return torch.ops.mkldnn._reorder_convolution_weight(
+            source, self.padding, self.stride, self.dilation, self.groups, list(x.shape)
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is None:
-            if self.released:
-                raise RuntimeError("this packed model was released: load the model again")
-            self.packed = torch.ops.mkldnn._reorder_convolution_weight(
-                self.dense, self.padding, self.stride, self.dilation, self.groups, list(x.shape)
-            )
-            self.dense = None
         # oneDNN answers in channels-last; the elementwise layers after it take either.
         return torch.ops.mkldnn._convolution_pointwise(
-            x, self.packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
-            "none", [], "",
+            x, self.weight_for(x), self.bias, self.padding, self.stride, self.dilation,
+            self.groups, "none", [], "",
         )
 
 
 class PackedLinear(_Packed):
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())
+        self.dense = linear.weight.detach()
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), False)
 
+    def _reorder(self, dense: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._reorder_linear_weight(dense, x.numel() // x.shape[-1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight_for(x), self.bias, "none", [], "")
 
 
 class PackedPointwiseConv2d(PackedLinear):
@@ -107,12 +140,16 @@ class PackedPointwiseConv2d(PackedLinear):
         return super().forward(x).permute(0, 3, 1, 2)
 
 
-def _packed(module: nn.Module) -> nn.Module:
+def _pointwise(conv: nn.Conv2d) -> bool:
+    return conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
+
+
+def _packed(module: nn.Module, scratch: ChannelsLastScratch | None = None) -> nn.Module:
     if isinstance(module, nn.Linear):
         return PackedLinear(module)
-    if module.kernel_size == (1, 1) and module.stride == (1, 1) and module.padding == (0, 0):
+    if _pointwise(module):
         return PackedPointwiseConv2d(module)
-    return PackedConv2d(module)
+    return PackedConv2d(module, scratch)
 
 
 def _packable(module: nn.Module, dtype: torch.dtype) -> bool:
@@ -148,19 +185,19 @@ def pack(model: nn.Module) -> nn.Module:
     dtype = first.dtype
     if not supported(dtype):
         return model
+    sizes = [m.weight.numel() for m in model.modules()
+             if isinstance(m, nn.Conv2d) and _packable(m, dtype) and not _pointwise(m)]
+    scratch = ChannelsLastScratch(max(sizes, default=0), dtype)
     checked = False
-    # Parents only: a list holding the layers themselves would keep every dense weight alive
-    # until the end, doubling the peak.
-    parents = [m for m in model.modules() if any(_packable(c, dtype) for c in m.children())]
-    for parent in parents:
+    for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if not _packable(child, dtype):
                 continue
-            if not checked:  # on a copy: a convolution packs for the size of its first input
+            if not checked:  # on a copy: a layer packs for the size of its first input
                 if not _agrees(child, _packed(child), dtype):
                     return model
                 checked = True
-            setattr(parent, name, _packed(child))
+            setattr(parent, name, _packed(child, scratch))
     return model
 
 
