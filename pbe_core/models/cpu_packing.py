@@ -75,18 +75,23 @@ class ChannelsLastScratch:
     takes as its source (given an input size, it makes that copy itself, in fresh memory). Shared
     by the convolutions of one model, so the copies fault their pages in once, not once per
     layer: on a VM each 4 KiB page fault costs microseconds, and fresh copies took half of the
-    packing's time. Each convolution lets go of it once packed, so it goes with the last one."""
+    packing's time. It shrinks to what the convolutions still to pack need, then goes."""
 
-    def __init__(self, numel: int, dtype: torch.dtype):
-        self.numel, self.dtype = numel, dtype
-        self.buffer: torch.Tensor | None = None  # allocated at the first convolution's call
+    def __init__(self, sizes: list[int], dtype: torch.dtype):
+        self.waiting, self.dtype = sorted(sizes), dtype  # element counts still to copy
+        self.buffer: torch.Tensor | None = None
 
     def channels_last(self, weight: torch.Tensor) -> torch.Tensor:
         if self.buffer is None:
-            self.buffer = torch.empty(self.numel, dtype=self.dtype)
+            self.buffer = torch.empty(self.waiting[-1], dtype=self.dtype)
         out_channels, channels, height, width = weight.shape
         strides = (channels * height * width, 1, width * channels, channels)
         return self.buffer[: weight.numel()].as_strided(weight.shape, strides).copy_(weight)
+
+    def done(self, weight: torch.Tensor) -> None:
+        self.waiting.remove(weight.numel())
+        if not self.waiting or self.waiting[-1] < self.buffer.numel():
+            self.buffer = None
 
 
 class PackedConv2d(_Packed):
@@ -95,14 +100,17 @@ class PackedConv2d(_Packed):
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups = list(conv.dilation), conv.groups
         self.dense = conv.weight.detach()
-        self.scratch = scratch or ChannelsLastScratch(self.dense.numel(), self.dense.dtype)
+        self.scratch = scratch or ChannelsLastScratch([self.dense.numel()], self.dense.dtype)
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), False)
 
     def _reorder(self, dense: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        source, self.scratch = self.scratch.channels_last(dense), None
-        return torch.ops.mkldnn._reorder_convolution_weight(
-            source, self.padding, self.stride, self.dilation, self.groups, list(x.shape)
+        packed = torch.ops.mkldnn._reorder_convolution_weight(
+            self.scratch.channels_last(dense), self.padding, self.stride, self.dilation,
+            self.groups, list(x.shape),
         )
+        self.scratch.done(dense)
+        self.scratch = None
+        return packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # oneDNN answers in channels-last; the elementwise layers after it take either.
@@ -187,7 +195,7 @@ def pack(model: nn.Module) -> nn.Module:
         return model
     sizes = [m.weight.numel() for m in model.modules()
              if isinstance(m, nn.Conv2d) and _packable(m, dtype) and not _pointwise(m)]
-    scratch = ChannelsLastScratch(max(sizes, default=0), dtype)
+    scratch = ChannelsLastScratch(sizes, dtype)
     checked = False
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
