@@ -214,6 +214,8 @@ def release(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, _Packed):
             module.packed, module.dense, module.released = None, None, True
+            if isinstance(module, PackedConv2d):  # never called: it still holds the scratch
+                module.scratch = None
 
 
 def is_packed(model: nn.Module) -> bool:
